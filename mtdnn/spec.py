@@ -1,0 +1,516 @@
+"""The task spec: YAML in, frozen typed dataclasses out.
+
+A spec file describes one run: the shared encoder, the training settings and the tasks. It is turned
+into dataclasses once, here; nothing past this module handles untyped dicts. Every problem found
+(unknown keys, wrong types, bad choices, missing files) is collected and reported together in one
+`SpecError` that names the file, the key, the value and the fix.
+
+Example:
+    >>> spec = load_spec("task_specs/demo.yaml", overrides=["train.learning_rate=3e-5"])
+    >>> [t.name for t in spec.tasks]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+TaskType = Literal["classification", "regression", "ranking"]
+SPLITS = ("train", "dev", "test")
+Column = Union[str, int]  # a column name, or a 0-based position in headerless files
+
+
+class SpecError(ValueError):
+    """A spec (or its data) is wrong; `problems` lists every problem found, one line each."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The dataclasses. Field comments are the reference documentation of the spec format.
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """One split of a task read from a local file."""
+
+    path: str  # relative to the spec's data_dir (or the spec file's folder), or absolute
+    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"  # auto: from the file extension
+    header: bool = True  # False: columns are addressed by 0-based position
+    text: tuple[Column, ...] | None = None  # overrides the task's text columns for this file
+    label: Column | None = None  # overrides the task's label column for this file
+    id: Column | None = None  # overrides the task's id column for this file
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A task read from a Hugging Face Hub dataset (or a local dataset script/folder)."""
+
+    path: str  # e.g. nyu-mll/glue
+    name: str | None = None  # the dataset config, e.g. rte
+    revision: str | None = None
+    splits: dict[str, str] = field(default_factory=lambda: {"train": "train", "dev": "validation"})
+    text: tuple[Column, ...] | None = None  # overrides the task's text columns for this dataset
+    label: Column | None = None
+    id: Column | None = None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str
+    type: TaskType
+    text: tuple[Column, ...]  # one column: single sentence; two: a pair (ranking: query, candidate)
+    label: Column | None = "label"
+    id: Column | None = None  # a row id kept in predictions (e.g. GLUE's `index`)
+    labels: tuple[str, ...] = ()  # classification: the label set; its order defines the ids
+    positive_label: str = "1"  # ranking: the label value of a relevant candidate
+    metrics: tuple[str, ...] = ()  # empty: the defaults of the task type; the first picks the best
+    loss_weight: float = 1.0
+    dropout: float = 0.1  # head dropout
+    max_candidates: int = 8  # ranking, training only: candidates per listwise group
+    max_train_examples: int | None = None  # keep the first N training rows (quick runs, demos)
+    max_eval_examples: int | None = None  # keep the first N dev/test rows
+    files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
+    hub: HubSource | None = None  # used when `files` is empty or the run has no data_dir
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) if self.type == "classification" else 1
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    adam_epsilon: float = 1e-8
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    scheduler: Literal["linear", "cosine", "constant"] = "linear"  # after warmup
+    warmup_ratio: float = 0.1
+    batch_size: int = 32  # per process, per micro-step
+    eval_batch_size: int = 128
+    epochs: float = 3.0
+    max_steps: int | None = None  # optimizer steps; overrides epochs when set
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    temperature: float = 2.0  # sampler=temperature: p_i ~ min(n_i, examples_cap)^(1/T)
+    examples_cap: int | None = None
+    group_by_length: bool = True  # length-grouped batches inside each task; mixture unchanged
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp32 on CPU, bf16/fp16 on GPU
+    eval_every: int | None = None  # optimizer steps between dev evaluations; None: every epoch
+    log_every: int = 10
+    report_to: tuple[str, ...] = ("auto",)  # Accelerate trackers; auto: tensorboard if installed
+    num_workers: int = 0  # DataLoader workers
+
+
+@dataclass(frozen=True)
+class Spec:
+    encoder: str  # a Hub model id or a local directory
+    tasks: tuple[TaskSpec, ...]
+    tokenizer: str | None = None  # default: the encoder's
+    revision: str | None = None
+    trust_remote_code: bool = False
+    max_seq_length: int = 128
+    task_embedding: bool = False  # a learned per-task vector added to the input embeddings (ERNIE 2.0)
+    output_dir: str = "runs/mtdnn"
+    data_dir: str | None = None  # local data root; tasks with `files` read from here
+    seed: int = 42
+    train: TrainSpec = field(default_factory=TrainSpec)
+    source: str = "<spec>"  # where the spec came from, for messages (not a YAML key)
+
+    def task(self, name: str) -> TaskSpec:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(unknown_name_message("task", name, [t.name for t in self.tasks]))
+
+    def uses_files(self, task: TaskSpec) -> bool:
+        """Local files are read when the task has them and either the run names a data_dir or the
+        task has no Hub source; otherwise the Hub dataset is read."""
+        return bool(task.files) and (self.data_dir is not None or task.hub is None)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain YAML-able data (the inverse of `spec_from_dict`)."""
+        data = _to_plain(self)
+        data.pop("source")
+        data["tasks"] = {t.pop("name"): t for t in data["tasks"]}
+        return data
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(x) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    return obj
+
+
+def unknown_name_message(kind: str, name: str, known: typing.Iterable[str]) -> str:
+    known = sorted(known)
+    close = difflib.get_close_matches(str(name), known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown {kind} '{name}'{hint} (known: {', '.join(known) or 'none'})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Converting plain data into the dataclasses, collecting every problem.
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    """`${VAR}` and `${VAR:-default}` in strings; a value that expands to "" becomes None."""
+    if isinstance(value, str) and "${" in value:
+        expanded = _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(3) or ""), value)
+        return expanded or None
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    return value
+
+
+def _type_name(tp: Any) -> str:
+    origin = get_origin(tp)
+    if tp is type(None):
+        return "null"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in get_args(tp))
+    if origin in (tuple, list):
+        return "a list"
+    if origin is dict:
+        return "a mapping"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        tp, str(tp)
+    )
+
+
+class _Converter:
+    def __init__(self, source: str):
+        self.source = source
+        self.problems: list[str] = []
+
+    def fail(self, key: str, message: str) -> None:
+        self.problems.append(f"{key}: {message}" if key else message)
+
+    def convert(self, value: Any, tp: Any, key: str) -> Any:
+        """Returns the converted value, or `_BAD` after recording a problem."""
+        origin = get_origin(tp)
+        if origin in (Union, types.UnionType):
+            args = get_args(tp)
+            if value is None and type(None) in args:
+                return None
+            for arg in args:
+                if arg is type(None):
+                    continue
+                sub = _Converter(self.source)
+                out = sub.convert(value, arg, key)
+                if not sub.problems:
+                    return out
+            non_null = [a for a in args if a is not type(None)]
+            if len(non_null) == 1:  # Optional[X]: report X's own, more precise problem
+                return self.convert(value, non_null[0], key)
+            self.fail(key, f"expected {_type_name(tp)}, got {value!r}")
+            return _BAD
+        if origin is Literal:
+            choices = get_args(tp)
+            if value in choices:
+                return value
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            self.fail(key, f"{value!r} is not valid{hint} (choose one of: "
+                      f"{', '.join(map(str, choices))})")
+            return _BAD
+        if origin in (tuple, list):
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                value = [value]  # a lone value where a list is expected: `text: sentence`
+            if not isinstance(value, list):
+                self.fail(key, f"expected a list, got {value!r}")
+                return _BAD
+            args = get_args(tp)
+            if origin is tuple and len(args) == 2 and args[1] is not Ellipsis:  # fixed length
+                if len(value) != len(args):
+                    self.fail(key, f"expected a list of {len(args)} values, got {value!r}")
+                    return _BAD
+                item_types = args
+            else:
+                item_types = [args[0]] * len(value)
+            items = [self.convert(v, t, f"{key}[{i}]") for i, (v, t) in
+                     enumerate(zip(value, item_types))]
+            return tuple(items)
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(key, f"expected a mapping, got {value!r}")
+                return _BAD
+            _, vt = get_args(tp)
+            return {str(k): self.convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(tp, value, key)
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+        elif tp is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        elif tp is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        elif tp is str:
+            if isinstance(value, str):
+                return value
+        elif tp is Any:
+            return value
+        self.fail(key, f"expected {_type_name(tp)}, got {value!r}")
+        return _BAD
+
+    def dataclass(self, cls: type, value: Any, key: str, extra: dict | None = None) -> Any:
+        if not isinstance(value, dict):
+            self.fail(key, f"expected a mapping, got {value!r}")
+            return _BAD
+        hints = typing.get_type_hints(cls)
+        fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "source"}
+        kwargs = dict(extra or {})
+        prefix = f"{key}." if key else ""
+        for k, v in value.items():
+            if k not in fields or k in kwargs:
+                self.fail(f"{prefix}{k}", unknown_name_message("key", k, fields))
+                continue
+            kwargs[k] = self.convert(v, hints[k], f"{prefix}{k}")
+        for name, f in fields.items():
+            if name not in kwargs and f.default is dataclasses.MISSING and \
+                    f.default_factory is dataclasses.MISSING:
+                self.fail(f"{prefix}{name}", "required key is missing")
+        if any(v is _BAD for v in kwargs.values()) or any(
+            name not in kwargs and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING for name, f in fields.items()
+        ):
+            return _BAD
+        return cls(**kwargs)
+
+
+_BAD = object()
+
+
+def _check_task(task: TaskSpec, c: _Converter) -> None:
+    from mtdnn.metrics import DEFAULT_METRICS, check_metric_names
+
+    key = f"tasks.{task.name}"
+    if not 1 <= len(task.text) <= 2:
+        c.fail(f"{key}.text", f"expected 1 or 2 text columns, got {len(task.text)}")
+    if task.type == "ranking" and len(task.text) != 2:
+        c.fail(f"{key}.text", "a ranking task needs two columns: [query, candidate]")
+    if task.type == "classification":
+        if len(task.labels) < 2:
+            c.fail(f"{key}.labels", "a classification task needs a list of at least 2 labels, "
+                   "e.g. labels: [entailment, not_entailment]")
+        if len(set(task.labels)) != len(task.labels):
+            c.fail(f"{key}.labels", f"labels must be unique, got {list(task.labels)}")
+    elif task.labels:
+        c.fail(f"{key}.labels", f"only classification tasks take a label list ({task.type} "
+               "tasks read numbers or relevance)")
+    for p in check_metric_names(task.metrics or DEFAULT_METRICS[task.type]):
+        c.fail(f"{key}.metrics", p)
+    if task.loss_weight < 0:
+        c.fail(f"{key}.loss_weight", f"must be >= 0, got {task.loss_weight}")
+    if not 0 <= task.dropout < 1:
+        c.fail(f"{key}.dropout", f"must be in [0, 1), got {task.dropout}")
+    if task.max_candidates < 2:
+        c.fail(f"{key}.max_candidates", f"must be >= 2, got {task.max_candidates}")
+    for split in task.files:
+        if split not in SPLITS:
+            c.fail(f"{key}.files.{split}", unknown_name_message("split", split, SPLITS))
+    if task.hub is not None:
+        for split in task.hub.splits:
+            if split not in SPLITS:
+                c.fail(f"{key}.hub.splits.{split}", unknown_name_message("split", split, SPLITS))
+    if not task.files and task.hub is None:
+        c.fail(key, "no data: give `files` (local tsv/csv/jsonl per split) or `hub` "
+               "(a Hugging Face dataset)")
+    elif "train" not in task.files and (task.hub is None or "train" not in task.hub.splits):
+        c.fail(key, "no train split: add files.train or hub.splits.train")
+
+
+def _check_run(spec: Spec, c: _Converter) -> None:
+    t = spec.train
+    positive = {"batch_size": t.batch_size, "eval_batch_size": t.eval_batch_size,
+                "gradient_accumulation_steps": t.gradient_accumulation_steps,
+                "log_every": t.log_every, "temperature": t.temperature}
+    for name, value in positive.items():
+        if value <= 0:
+            c.fail(f"train.{name}", f"must be > 0, got {value}")
+    for name in ("max_steps", "eval_every", "examples_cap"):
+        value = getattr(t, name)
+        if value is not None and value <= 0:
+            c.fail(f"train.{name}", f"must be > 0 or null, got {value}")
+    if t.epochs <= 0 and t.max_steps is None:
+        c.fail("train.epochs", f"must be > 0 (or set train.max_steps), got {t.epochs}")
+    if not 0 <= t.warmup_ratio < 1:
+        c.fail("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
+    if spec.max_seq_length < 8:
+        c.fail("max_seq_length", f"must be >= 8, got {spec.max_seq_length}")
+    if not spec.tasks:
+        c.fail("tasks", "no tasks: add at least one under `tasks:`")
+    if spec.data_dir is not None and not Path(spec.data_dir).is_dir():
+        c.fail("data_dir", f"directory not found: {spec.data_dir} (set it to the folder that holds "
+               "the task files, or leave it empty to read from the Hub)")
+        return
+    for task in spec.tasks:
+        if not spec.uses_files(task):
+            continue
+        for split, f in task.files.items():
+            if not Path(f.path).is_file():
+                c.fail(f"tasks.{task.name}.files.{split}", f"file not found: {f.path} (fix the "
+                       "path, or set data_dir to the folder it is relative to)")
+
+
+def _resolve_paths(spec: Spec, base_dir: Path) -> Spec:
+    """Makes data paths absolute: data_dir against the working directory (as a shell would), task
+    files against data_dir, or against the spec file's folder when the run has no data_dir."""
+    data_dir = str(Path(spec.data_dir).absolute()) if spec.data_dir else None
+    spec = dataclasses.replace(spec, data_dir=data_dir)
+    tasks = []
+    for task in spec.tasks:
+        if spec.uses_files(task):
+            root = Path(data_dir) if data_dir else base_dir.absolute()
+            files = {s: dataclasses.replace(f, path=str(root / f.path)) for s, f in
+                     task.files.items()}
+            task = dataclasses.replace(task, files=files)
+        tasks.append(task)
+    return dataclasses.replace(spec, tasks=tuple(tasks))
+
+
+def set_override(data: dict, assignment: str) -> None:
+    """Applies `a.b.c=value` (value parsed as YAML) to nested dicts, creating levels as needed."""
+    if "=" not in assignment:
+        raise SpecError("command line", [f"override {assignment!r} is not key=value, e.g. "
+                                         "train.learning_rate=3e-5"])
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    node = data
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            if part in node and node[part] is not None:
+                raise SpecError("command line", [f"override {assignment!r}: '{part}' is not a "
+                                                 "mapping"])
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def spec_from_dict(data: Any, source: str = "<spec>", base_dir: str | Path = ".") -> Spec:
+    """Builds a `Spec` from plain data (parsed YAML); raises `SpecError` listing every problem."""
+    c = _Converter(source)
+    if not isinstance(data, dict):
+        raise SpecError(source, [f"expected a mapping at the top level, got {type(data).__name__}"])
+    data = _expand_env(dict(data))
+    raw_tasks = data.pop("tasks", None)
+    tasks: list[TaskSpec] = []
+    if not isinstance(raw_tasks, dict):
+        c.fail("tasks", "expected a mapping of task name -> task settings, e.g. "
+               "tasks: {rte: {type: classification, ...}}")
+    else:
+        for name, raw in raw_tasks.items():
+            if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(name)):
+                c.fail(f"tasks.{name}", "task names use letters, digits, '_' and '-' only")
+                continue
+            if isinstance(raw, dict) and isinstance(raw.get("files"), dict):
+                raw = dict(raw, files={s: {"path": f} if isinstance(f, str) else f
+                                       for s, f in raw["files"].items()})
+            task = c.dataclass(TaskSpec, raw, f"tasks.{name}", extra={"name": str(name)})
+            if task is not _BAD:
+                _check_task(task, c)
+                tasks.append(task)
+    spec = c.dataclass(Spec, data, "", extra={"tasks": tuple(tasks)})
+    if spec is not _BAD:
+        spec = _resolve_paths(dataclasses.replace(spec, source=source), Path(base_dir))
+        _check_run(spec, c)
+    if c.problems:
+        raise SpecError(source, c.problems)
+    return spec
+
+
+def _merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
+    """Reads a spec file; `include: [other.yaml, ...]` (relative to this file) are read first and
+    this file's keys are merged over them, mapping by mapping."""
+    if not path.is_file():
+        where = f" (included from {seen[-1]})" if seen else ""
+        raise SpecError(str(path), [f"spec file not found{where} (give the path of a YAML task "
+                                    "spec, e.g. task_specs/demo.yaml)"])
+    if path.resolve() in seen:
+        raise SpecError(str(path), ["include loop: the file includes itself"])
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise SpecError(str(path), [f"not valid YAML: {e}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(str(path), ["expected a mapping at the top level"])
+    includes = data.pop("include", None) or []
+    merged: dict = {}
+    for name in [includes] if isinstance(includes, str) else includes:
+        merged = _merge(merged, _read_yaml(path.parent / str(name), (*seen, path.resolve())))
+    return _merge(merged, data)
+
+
+def load_spec(path: str | Path, overrides: typing.Sequence[str] = (),
+              tasks: typing.Sequence[str] | None = None) -> Spec:
+    """Reads a YAML spec file, applies `key=value` overrides, and checks it.
+
+    Args:
+        path: the YAML file.
+        overrides: e.g. ["train.learning_rate=3e-5", "tasks.rte.loss_weight=2"].
+        tasks: keep only these tasks (in this order); None keeps those named by the spec's
+            `use_tasks` list, or all.
+
+    Returns:
+        The frozen `Spec`.
+
+    Raises:
+        SpecError: listing every problem (file, key, value, fix).
+    """
+    path = Path(path)
+    data = _read_yaml(path, ())
+    for assignment in overrides:
+        set_override(data, assignment)
+    use = data.pop("use_tasks", None)
+    if tasks is None and use is not None:
+        if not isinstance(use, list):
+            raise SpecError(str(path), [f"use_tasks: expected a list of task names, got {use!r}"])
+        tasks = [str(t) for t in use]
+    if tasks is not None and isinstance(data.get("tasks"), dict):
+        missing = [t for t in tasks if t not in data["tasks"]]
+        if missing:
+            raise SpecError(str(path), [unknown_name_message("task", t, data["tasks"])
+                                        for t in missing])
+        data["tasks"] = {t: data["tasks"][t] for t in tasks}
+    return spec_from_dict(data, source=str(path), base_dir=path.parent)
+
+
+def save_spec(spec: Spec, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(spec.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,317 @@
+"""The multi-task training loop, on Accelerate. It reads top to bottom:
+
+    setup      spec -> tokenizer -> task data -> model -> sampler -> optimizer/schedule -> prepare
+    train      each optimizer step: micro-batches (one task each) -> weighted loss -> backward -> step
+    evaluate   every `eval_every` steps (or epoch) and at the end; keep the best checkpoint
+    finish     metrics.json, results.md, train_log.jsonl
+
+Example:
+    >>> from mtdnn import load_spec, train
+    >>> result = train(load_spec("task_specs/demo.yaml"))
+    >>> result.metrics["rte"]["dev"]["accuracy"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mtdnn.collate import Collator
+from mtdnn.data import Rows, available_splits, read_split, tokenize
+from mtdnn.evaluation import (
+    evaluate_task,
+    majority_baseline,
+    mean_main_metric,
+    results_table,
+)
+from mtdnn.metrics import DEFAULT_METRICS
+from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder, resolve_encoder
+from mtdnn.sampler import MultiTaskBatchSampler
+from mtdnn.spec import Spec, TaskSpec, save_spec
+
+
+@dataclass
+class TaskData:
+    """One task, ready to train and evaluate."""
+
+    spec: TaskSpec
+    info: TaskInfo
+    train: Any = None  # tokenized datasets.Dataset
+    dev: Any = None
+    dev_rows: Rows | None = None
+    train_rows: Rows | None = None
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    best_dir: Path | None
+    best_step: int | None
+    metrics: dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def resolve_mixed_precision(setting: str) -> str:
+    """auto: fp32 on CPU (bf16 there is emulated and ~100x slower), bf16 on GPUs that have it, else
+    fp16."""
+    if setting != "auto":
+        return setting
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def task_info(task: TaskSpec, activation: str = "tanh") -> TaskInfo:
+    return TaskInfo(name=task.name, type=task.type, labels=list(task.labels),
+                    text_columns=list(task.text),
+                    metrics=list(task.metrics or DEFAULT_METRICS[task.type]),
+                    dropout=task.dropout, activation=activation)
+
+
+def head_activation(encoder_config: Any) -> str:
+    """BERT's pooler and RoBERTa's head use tanh; ELECTRA's and DeBERTa's use GELU. Matching the
+    architecture keeps the head exportable as that architecture's own classification head."""
+    return "gelu" if encoder_config.model_type in ("electra", "deberta", "deberta-v2") else "tanh"
+
+
+def load_tokenizer(spec: Spec):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_encoder(spec.tokenizer or spec.encoder),
+                                         revision=spec.revision,
+                                         trust_remote_code=spec.trust_remote_code)
+
+
+def prepare_tasks(spec: Spec, tokenizer: Any, activation: str, splits=("train", "dev")
+                  ) -> dict[str, TaskData]:
+    """Reads, checks and tokenizes the train and dev splits of every task."""
+    tasks: dict[str, TaskData] = {}
+    for task in spec.tasks:
+        data = TaskData(spec=task, info=task_info(task, activation))
+        have = available_splits(spec, task)
+        if "train" in splits and "train" in have:
+            data.train_rows = read_split(spec, task, "train")
+            data.train = tokenize(data.train_rows, tokenizer, spec.max_seq_length,
+                                  for_training=True, max_candidates=task.max_candidates)
+        if "dev" in splits and "dev" in have:
+            data.dev_rows = read_split(spec, task, "dev")
+            data.dev = tokenize(data.dev_rows, tokenizer, spec.max_seq_length, for_training=False)
+        tasks[task.name] = data
+    return tasks
+
+
+class _TaskStream:
+    """Endless (task, batch) stream: the sampler picks the task and indices, the collator pads."""
+
+    def __init__(self, sampler: MultiTaskBatchSampler, data: dict[str, TaskData],
+                 collator: Collator, device: torch.device):
+        self.sampler, self.data, self.collator, self.device = sampler, data, collator, device
+        self._it = iter(self.sampler)
+
+    def __next__(self) -> tuple[str, dict[str, torch.Tensor]]:
+        try:
+            task, indices = next(self._it)
+        except StopIteration:  # the sampler has moved on to the next epoch by itself
+            self._it = iter(self.sampler)
+            task, indices = next(self._it)
+        ds = self.data[task].train
+        columns = ds[indices]  # one Arrow read for the whole batch
+        rows = [{k: columns[k][i] for k in ("input_ids", "token_type_ids", "labels")
+                 if k in columns} for i in range(len(indices))]
+        batch = self.collator(rows)
+        return task, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+def _optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
+    t = spec.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # Biases, LayerNorm and embedding-offset vectors are not decayed (BERT's recipe).
+        (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=t.adam_betas, eps=t.adam_epsilon)
+
+
+def _trackers(spec: Spec) -> list[str]:
+    wanted = list(spec.train.report_to)
+    if wanted == ["auto"]:
+        import importlib.util
+
+        return ["tensorboard"] if (importlib.util.find_spec("tensorboard") or
+                                   importlib.util.find_spec("tensorboardX")) else []
+    return [w for w in wanted if w != "none"]
+
+
+def save_checkpoint(model: MultiTaskModel, tokenizer: Any, spec: Spec, target: Path,
+                    extra: dict[str, Any]) -> None:
+    """Writes a checkpoint into a temporary sibling directory, then renames it into place: a crash
+    mid-save leaves the previous checkpoint whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer=tokenizer,
+                          extra={"max_seq_length": spec.max_seq_length, **extra})
+    save_spec(spec, tmp / "spec.yaml")
+    old = target.with_name(f".{target.name}.old-{os.getpid()}")
+    if target.exists():
+        target.rename(old)
+    tmp.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def train(spec: Spec, *, progress: bool = True) -> TrainResult:
+    """Trains one shared encoder on every task of the spec; evaluates on dev; keeps the best.
+
+    Returns:
+        A `TrainResult` with the best checkpoint's directory and its dev metrics.
+    Raises:
+        SpecError / DataError: bad spec or data (before any training).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from tqdm.auto import tqdm
+    from transformers import get_scheduler
+
+    # ---- setup --------------------------------------------------------------------------------
+    t = spec.train
+    out = Path(spec.output_dir)
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(t.mixed_precision),
+        log_with=_trackers(spec) or None, project_dir=str(out),
+        # Each step trains one task's head; the other heads get no gradient that step.
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(spec.seed)  # head init and dropout; the sampler has its own seeded generators
+    tokenizer = load_tokenizer(spec)
+    encoder = load_encoder(spec.encoder, spec.revision, spec.trust_remote_code)
+    activation = head_activation(encoder.config)
+    with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
+        data = prepare_tasks(spec, tokenizer, activation)
+    trainable = {name: d for name, d in data.items() if d.train is not None and len(d.train)}
+    model = MultiTaskModel(encoder, [d.info for d in data.values()], spec.task_embedding)
+    model.tokenizer = tokenizer
+    model.max_seq_length = spec.max_seq_length
+    model.train()  # from_pretrained returns eval mode: dropout would be off
+
+    sampler = MultiTaskBatchSampler(
+        [(name, len(d.train)) for name, d in trainable.items()], t.batch_size,
+        strategy=t.sampler, temperature=t.temperature, examples_cap=t.examples_cap,
+        seed=spec.seed, num_replicas=accelerator.num_processes, rank=accelerator.process_index,
+        lengths={name: d.train["length"] for name, d in trainable.items()},
+        group_by_length=t.group_by_length)
+    steps_per_epoch = max(1, len(sampler) // t.gradient_accumulation_steps)
+    total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    eval_every = t.eval_every or steps_per_epoch
+    optimizer = _optimizer(model, spec)
+    scheduler = get_scheduler(
+        {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.scheduler],
+        optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
+        num_training_steps=total_steps)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    collator = Collator(tokenizer.pad_token_id)
+    stream = _TaskStream(sampler, trainable, collator, accelerator.device)
+    weights = {d.spec.name: d.spec.loss_weight for d in data.values()}
+
+    if accelerator.is_main_process:
+        out.mkdir(parents=True, exist_ok=True)
+        save_spec(spec, out / "spec.yaml")
+    log_file = open(out / "train_log.jsonl", "a", encoding="utf-8") \
+        if accelerator.is_main_process else None
+    accelerator.init_trackers("mtdnn", config={"encoder": spec.encoder, **{
+        f"train.{k}": v for k, v in vars(t).items() if isinstance(v, (int, float, str, bool))}})
+
+    def log(record: dict[str, Any]) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+        accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))},
+                        step=record["step"])
+
+    def evaluate_all(step: int) -> dict[str, dict[str, float]]:
+        unwrapped = accelerator.unwrap_model(model)
+        results = {name: evaluate_task(unwrapped, d.info, d.dev, d.dev_rows, accelerator,
+                                       t.eval_batch_size, collator)
+                   for name, d in data.items() if d.dev is not None}
+        unwrapped.train()
+        flat = {f"dev/{task}/{m}": v for task, ms in results.items() for m, v in ms.items()}
+        log({"step": step, "score": mean_main_metric(results, data), **flat})
+        return results
+
+    # ---- train ----------------------------------------------------------------------------------
+    accelerator.print(
+        f"mtdnn: {len(trainable)} tasks, {sum(len(d.train) for d in trainable.values())} training "
+        f"examples, {total_steps} steps ({steps_per_epoch}/epoch), {accelerator.num_processes} "
+        f"process(es) on {accelerator.device}, mixed precision: {accelerator.mixed_precision}")
+    best_score, best_step, best_results = -math.inf, None, {}
+    running: dict[str, list] = {}
+    bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_local_main_process),
+               desc="training", dynamic_ncols=True)
+    start = time.perf_counter()
+    accum = t.gradient_accumulation_steps
+    for step in range(1, total_steps + 1):
+        for micro in range(accum):
+            task, batch = next(stream)
+            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
+            with sync:
+                loss = model(task, **batch)["loss"]
+                accelerator.backward(loss * (weights[task] / accum))
+            running.setdefault(task, []).append(loss.detach())
+        if t.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+
+        if step % t.log_every == 0 or step == total_steps:
+            # The only host sync of the step loop: losses stay on device between logs.
+            losses = {task: torch.stack(v).mean().item() for task, v in running.items()}
+            running.clear()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+            log({"step": step, "epoch": round(step / steps_per_epoch, 4),
+                 "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - start, 2),
+                 **{f"loss/{k}": v for k, v in losses.items()}})
+
+        if step % eval_every == 0 or step == total_steps:
+            results = evaluate_all(step)
+            score = mean_main_metric(results, data)
+            if results and score > best_score:
+                best_score, best_step, best_results = score, step, results
+                if accelerator.is_main_process:
+                    save_checkpoint(accelerator.unwrap_model(model), tokenizer, spec,
+                                    out / "best", {"step": step, "score": score})
+            accelerator.wait_for_everyone()
+    bar.close()
+
+    # ---- finish --------------------------------------------------------------------------------
+    if not best_results and accelerator.is_main_process:  # no dev split anywhere: keep the last
+        save_checkpoint(accelerator.unwrap_model(model), tokenizer, spec, out / "best",
+                        {"step": total_steps})
+        best_step = total_steps
+    metrics = {task: {"dev": m} for task, m in best_results.items()}
+    baselines = {name: majority_baseline(d.info, d.train_rows, d.dev_rows)
+                 for name, d in data.items() if d.dev_rows is not None and d.train_rows is not None}
+    if accelerator.is_main_process:
+        (out / "metrics.json").write_text(json.dumps(
+            {"best_step": best_step, "score": None if best_step is None or not best_results
+             else best_score, "tasks": metrics}, indent=2), encoding="utf-8")
+        table = results_table(metrics, baselines, data)
+        (out / "results.md").write_text(table + "\n", encoding="utf-8")
+        accelerator.print(f"\nbest dev results (step {best_step}), checkpoint {out / 'best'}:\n\n"
+                          f"{table}\n")
+    if log_file is not None:
+        log_file.close()
+    accelerator.end_training()
+    return TrainResult(output_dir=out, best_dir=out / "best", best_step=best_step,
+                       metrics=metrics, baselines=baselines)
