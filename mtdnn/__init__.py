@@ -18,7 +18,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_spec": "mtdnn.spec", "Spec": "mtdnn.spec", "TaskSpec": "mtdnn.spec",
     "SpecError": "mtdnn.spec", "DataError": "mtdnn.data", "check_data": "mtdnn.data",
-    "train": "mtdnn.train", "TrainResult": "mtdnn.train",
+    "train": "mtdnn.trainer", "TrainResult": "mtdnn.trainer",
     "evaluate": "mtdnn.evaluation", "predict_file": "mtdnn.evaluation",
     "MultiTaskModel": "mtdnn.model", "MultiTaskBatchSampler": "mtdnn.sampler",
     "compute_metrics": "mtdnn.metrics", "load_metric": "mtdnn.metrics",

@@ -38,7 +38,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from mtdnn.spec import load_spec
-    from mtdnn.train import train
+    from mtdnn.trainer import train
 
     overrides = list(args.overrides)
     if args.output_dir:

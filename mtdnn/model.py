@@ -166,11 +166,11 @@ class MultiTaskModel(nn.Module):
                         ) -> MultiTaskModel:
         """Loads a checkpoint directory (weights through safetensors only), in eval mode."""
         from safetensors.torch import load_file
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         registry = cls.read_registry(directory)
         tasks = [TaskInfo(**t) for t in registry["tasks"]]
-        encoder = AutoModel.from_pretrained(directory)
+        encoder = load_encoder(str(directory))
         model = cls(encoder, tasks, task_embedding=registry["task_embedding"])
         state = load_file(str(Path(directory) / HEADS_FILE))
         model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items()
