@@ -44,7 +44,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     spec = load_spec(args.spec, overrides, tasks=_split_list(args.tasks))
-    train(spec, progress=not args.no_progress)
+    train(spec, progress=not args.no_progress, resume=args.resume or False)
+    return 0
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from mtdnn.finetune import finetune_spec
+    from mtdnn.trainer import train
+
+    spec = finetune_spec(args.checkpoint, args.task, args.overrides, spec_path=args.spec,
+                         fresh_head=args.fresh_head, output_dir=args.output_dir)
+    train(spec, progress=not args.no_progress, resume=args.resume or False)
     return 0
 
 
@@ -91,7 +101,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated subset of the spec's tasks")
     p.add_argument("--output-dir", help="same as the override output_dir=DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue a stopped run: from its newest checkpoint, or from CHECKPOINT")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("finetune", help="further fine-tune one task from a multi-task checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="settings of this run, e.g. train.epochs=3 train.learning_rate=2e-5")
+    p.add_argument("--task", required=True, help="the task to fine-tune")
+    p.add_argument("--spec", help="a spec defining the task, when the checkpoint lacks it")
+    p.add_argument("--fresh-head", action="store_true", help="start the task's head anew")
+    p.add_argument("--output-dir", help="default: finetune-TASK beside the checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
+                   help="continue a stopped fine-tuning run")
+    p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split of its tasks")
     p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")

@@ -113,7 +113,8 @@ class TrainSpec:
     eval_every: int | None = None  # optimizer steps between dev evaluations; None: every epoch
     log_every: int = 10
     report_to: tuple[str, ...] = ("auto",)  # Accelerate trackers; auto: tensorboard if installed
-    num_workers: int = 0  # DataLoader workers
+    save_every: int | None = None  # optimizer steps between resumable checkpoints; None: at evals
+    save_total_limit: int = 2  # resumable checkpoints kept (the newest); `best/` is kept apart
 
 
 @dataclass(frozen=True)
@@ -128,8 +129,13 @@ class Spec:
     output_dir: str = "runs/mtdnn"
     data_dir: str | None = None  # local data root; tasks with `files` read from here
     seed: int = 42
+    # Start from an mtdnn checkpoint: its encoder, and the heads of the tasks it holds (further
+    # fine-tuning, staged training). fresh_heads: tasks whose head starts anew even so.
+    init_checkpoint: str | None = None
+    fresh_heads: tuple[str, ...] = ()
     train: TrainSpec = field(default_factory=TrainSpec)
-    source: str = "<spec>"  # where the spec came from, for messages (not a YAML key)
+    # where the spec came from, for messages (not a YAML key, so not part of equality)
+    source: str = field(default="<spec>", compare=False)
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -170,13 +176,15 @@ def unknown_name_message(kind: str, name: str, known: typing.Iterable[str]) -> s
 # ---------------------------------------------------------------------------------------------------
 # Converting plain data into the dataclasses, collecting every problem.
 
+_SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(:-([^}]*))?\}")
 
 
 def _expand_env(value: Any) -> Any:
     """`${VAR}` and `${VAR:-default}` in strings; a value that expands to "" becomes None."""
     if isinstance(value, str) and "${" in value:
-        expanded = _ENV.sub(lambda m: os.environ.get(m.group(1), m.group(3) or ""), value)
+        # As in a shell, `:-` falls back to the default when VAR is unset *or* empty.
+        expanded = _ENV.sub(lambda m: os.environ.get(m.group(1)) or m.group(3) or "", value)
         return expanded or None
     if isinstance(value, dict):
         return {k: _expand_env(v) for k, v in value.items()}
@@ -274,6 +282,9 @@ class _Converter:
         elif tp is float:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 return float(value)
+            # YAML 1.1 (PyYAML) reads `3e-5` (no dot) as a string; it is meant as a number.
+            if isinstance(value, str) and _SCIENTIFIC.fullmatch(value.strip()):
+                return float(value)
         elif tp is str:
             if isinstance(value, str):
                 return value
@@ -357,7 +368,9 @@ def _check_run(spec: Spec, c: _Converter) -> None:
     for name, value in positive.items():
         if value <= 0:
             c.fail(f"train.{name}", f"must be > 0, got {value}")
-    for name in ("max_steps", "eval_every", "examples_cap"):
+    if t.save_total_limit < 1:
+        c.fail("train.save_total_limit", f"must be >= 1, got {t.save_total_limit}")
+    for name in ("max_steps", "eval_every", "examples_cap", "save_every"):
         value = getattr(t, name)
         if value is not None and value <= 0:
             c.fail(f"train.{name}", f"must be > 0 or null, got {value}")
@@ -369,6 +382,10 @@ def _check_run(spec: Spec, c: _Converter) -> None:
         c.fail("max_seq_length", f"must be >= 8, got {spec.max_seq_length}")
     if not spec.tasks:
         c.fail("tasks", "no tasks: add at least one under `tasks:`")
+    _check_files(spec, c)
+
+
+def _check_files(spec: Spec, c: _Converter) -> None:
     if spec.data_dir is not None and not Path(spec.data_dir).is_dir():
         c.fail("data_dir", f"directory not found: {spec.data_dir} (set it to the folder that holds "
                "the task files, or leave it empty to read from the Hub)")
@@ -444,6 +461,11 @@ def spec_from_dict(data: Any, source: str = "<spec>", base_dir: str | Path = "."
     if spec is not _BAD:
         spec = _resolve_paths(dataclasses.replace(spec, source=source), Path(base_dir))
         _check_run(spec, c)
+    elif tasks and isinstance(data.get("data_dir"), (str, type(None))):
+        # Other keys are wrong, but the task files can be checked all the same: a typo elsewhere
+        # must not hide a missing file until the next run.
+        stand_in = Spec(encoder="", tasks=tuple(tasks), data_dir=data.get("data_dir"))
+        _check_files(_resolve_paths(stand_in, Path(base_dir)), c)
     if c.problems:
         raise SpecError(source, c.problems)
     return spec

@@ -152,16 +152,9 @@ def _trackers(spec: Spec) -> list[str]:
     return [w for w in wanted if w != "none"]
 
 
-def save_checkpoint(model: MultiTaskModel, tokenizer: Any, spec: Spec, target: Path,
-                    extra: dict[str, Any]) -> None:
-    """Writes a checkpoint into a temporary sibling directory, then renames it into place: a crash
-    mid-save leaves the previous checkpoint whole."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, tokenizer=tokenizer,
-                          extra={"max_seq_length": spec.max_seq_length, **extra})
-    save_spec(spec, tmp / "spec.yaml")
+def _replace_dir(tmp: Path, target: Path) -> None:
+    """Renames a fully written directory into place. The previous one is moved aside first and
+    deleted last, so at every instant one complete copy exists on disk."""
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     if target.exists():
         target.rename(old)
@@ -169,9 +162,99 @@ def save_checkpoint(model: MultiTaskModel, tokenizer: Any, spec: Spec, target: P
     shutil.rmtree(old, ignore_errors=True)
 
 
-def train(spec: Spec, *, progress: bool = True) -> TrainResult:
+def save_checkpoint(model: MultiTaskModel, tokenizer: Any, spec: Spec, target: Path,
+                    extra: dict[str, Any]) -> None:
+    """Writes a model checkpoint into a temporary sibling directory, then renames it into place: a
+    crash mid-save leaves the previous checkpoint whole."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, tokenizer=tokenizer,
+                          extra={"max_seq_length": spec.max_seq_length, **extra})
+    save_spec(spec, tmp / "spec.yaml")
+    _replace_dir(tmp, target)
+
+
+STATE_FILE = "trainer_state.json"
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete resumable checkpoint under output_dir/checkpoints, or None."""
+    root = Path(output_dir) / "checkpoints"
+    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
+    return max(done, key=lambda p: json.loads((p / STATE_FILE).read_text())["step"], default=None)
+
+
+def _save_training_state(accelerator: Any, out: Path, state: dict[str, Any], keep: int) -> None:
+    """A resumable checkpoint: Accelerate's state (model, optimizer, scheduler, every RNG) plus
+    ours (step, sampler position, best so far) in JSON. Written to a temporary directory and
+    renamed; `trainer_state.json` is written last, so a directory without it is never resumed."""
+    root = out / "checkpoints"
+    target = root / f"step-{state['step']:07d}"
+    tmp = root / f".tmp-step-{state['step']:07d}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE_FILE).write_text(json.dumps(state), encoding="utf-8")
+        _replace_dir(tmp, target)
+        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for stale in kept[:-keep]:
+            shutil.rmtree(stale, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _init_from_checkpoint(model: MultiTaskModel, spec: Spec) -> list[str]:
+    """Copies heads (and task vectors) of the tasks that `spec.init_checkpoint` holds into the
+    model; returns the names of the tasks initialised that way. A head whose shape differs (another
+    label set) is an error that names the fix, never a silent partial load."""
+    from safetensors.torch import load_file
+
+    from mtdnn.data import DataError
+    from mtdnn.model import HEADS_FILE
+
+    ckpt = Path(spec.init_checkpoint)
+    registry = MultiTaskModel.read_registry(ckpt)
+    saved = {t["name"]: t for t in registry["tasks"]}
+    tensors = load_file(str(ckpt / HEADS_FILE))
+    loaded, problems = [], []
+    for name, info in model.tasks.items():
+        if name not in saved or name in spec.fresh_heads:
+            continue
+        if (saved[name]["type"], saved[name]["labels"]) != (info.type, info.labels):
+            problems.append(f"task {name!r}: the checkpoint's head is a {saved[name]['type']} head "
+                            f"with labels {saved[name]['labels']}, the spec asks for {info.type} "
+                            f"with {info.labels} (start it fresh: fresh_heads=[{name}] or "
+                            "--fresh-head)")
+            continue
+        prefix = f"heads.{name}."
+        model.heads[name].load_state_dict({k[len(prefix):]: v for k, v in tensors.items()
+                                           if k.startswith(prefix)})
+        if model.task_embedding is not None and registry.get("task_embedding"):
+            old_id = [t["name"] for t in registry["tasks"]].index(name)
+            with torch.no_grad():
+                model.task_embedding.weight[model.task_ids[name]] = \
+                    tensors["task_embedding.weight"][old_id]
+        loaded.append(name)
+    if problems:
+        raise DataError(str(ckpt), problems)
+    return loaded
+
+
+def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = False,
+          stop_after: int | None = None) -> TrainResult:
     """Trains one shared encoder on every task of the spec; evaluates on dev; keeps the best.
 
+    Args:
+        spec: the run.
+        progress: show a progress bar.
+        resume: True resumes from the newest checkpoint in output_dir/checkpoints (or starts
+            afresh when there is none); a path resumes from that checkpoint.
+        stop_after: stop (as if killed) after this optimizer step, once its checkpoint is saved;
+            for tests and time-sliced jobs.
     Returns:
         A `TrainResult` with the best checkpoint's directory and its dev metrics.
     Raises:
@@ -185,6 +268,10 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
     # ---- setup --------------------------------------------------------------------------------
     t = spec.train
     out = Path(spec.output_dir)
+    resume_from = latest_checkpoint(out) if resume is True else Path(resume) if resume else None
+    if resume_from is not None and not (resume_from / STATE_FILE).is_file():
+        raise FileNotFoundError(f"{resume_from}: not a resumable checkpoint (no {STATE_FILE}); "
+                                f"give a directory under {out / 'checkpoints'}")
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(t.mixed_precision),
         log_with=_trackers(spec) or None, project_dir=str(out),
@@ -199,6 +286,10 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
         data = prepare_tasks(spec, tokenizer, activation)
     trainable = {name: d for name, d in data.items() if d.train is not None and len(d.train)}
     model = MultiTaskModel(encoder, [d.info for d in data.values()], spec.task_embedding)
+    if spec.init_checkpoint:
+        loaded = _init_from_checkpoint(model, spec)
+        accelerator.print(f"mtdnn: from {spec.init_checkpoint}: encoder and heads of "
+                          f"{loaded or 'no task'}")
     model.tokenizer = tokenizer
     model.max_seq_length = spec.max_seq_length
     model.train()  # from_pretrained returns eval mode: dropout would be off
@@ -212,6 +303,7 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
     steps_per_epoch = max(1, len(sampler) // t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     eval_every = t.eval_every or steps_per_epoch
+    save_every = t.save_every or eval_every
     optimizer = _optimizer(model, spec)
     scheduler = get_scheduler(
         {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.scheduler],
@@ -219,12 +311,29 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
         num_training_steps=total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     collator = Collator(tokenizer.pad_token_id)
-    stream = _TaskStream(sampler, trainable, collator, accelerator.device)
     weights = {d.spec.name: d.spec.loss_weight for d in data.values()}
+
+    first_step, best_score, best_step, best_results = 1, -math.inf, None, {}
+    running: dict[str, list] = {}
+    if resume_from is not None:
+        state = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))
+        accelerator.load_state(str(resume_from / "accelerate"))  # weights, optimizer, RNGs
+        sampler.load_state_dict(state["sampler"])
+        first_step = state["step"] + 1
+        best_score = state["best_score"] if state["best_score"] is not None else -math.inf
+        best_step, best_results = state["best_step"], state["best_results"]
+        running = {k: [torch.tensor(v, device=accelerator.device) for v in vs]
+                   for k, vs in state["running"].items()}
+        accelerator.print(f"mtdnn: resumed from {resume_from} at step {state['step']}")
+    stream = _TaskStream(sampler, trainable, collator, accelerator.device)
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         save_spec(spec, out / "spec.yaml")
+        if resume_from is not None:  # drop log records of steps that will be run again
+            _truncate_log(out / "train_log.jsonl", first_step - 1)
+        elif (out / "train_log.jsonl").exists():
+            (out / "train_log.jsonl").unlink()
     log_file = open(out / "train_log.jsonl", "a", encoding="utf-8") \
         if accelerator.is_main_process else None
     accelerator.init_trackers("mtdnn", config={"encoder": spec.encoder, **{
@@ -252,13 +361,11 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
         f"mtdnn: {len(trainable)} tasks, {sum(len(d.train) for d in trainable.values())} training "
         f"examples, {total_steps} steps ({steps_per_epoch}/epoch), {accelerator.num_processes} "
         f"process(es) on {accelerator.device}, mixed precision: {accelerator.mixed_precision}")
-    best_score, best_step, best_results = -math.inf, None, {}
-    running: dict[str, list] = {}
-    bar = tqdm(total=total_steps, disable=not (progress and accelerator.is_local_main_process),
-               desc="training", dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=first_step - 1, desc="training", dynamic_ncols=True,
+               disable=not (progress and accelerator.is_local_main_process))
     start = time.perf_counter()
     accum = t.gradient_accumulation_steps
-    for step in range(1, total_steps + 1):
+    for step in range(first_step, total_steps + 1):
         for micro in range(accum):
             task, batch = next(stream)
             # Gradients are all-reduced once per optimizer step, on the last micro-batch.
@@ -292,6 +399,20 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
                     save_checkpoint(accelerator.unwrap_model(model), tokenizer, spec,
                                     out / "best", {"step": step, "score": score})
             accelerator.wait_for_everyone()
+        if step % save_every == 0 and step < total_steps or step == stop_after:
+            _save_training_state(accelerator, out, {
+                "step": step, "sampler": sampler.state_dict(),
+                "best_score": best_score if best_step is not None else None,
+                "best_step": best_step, "best_results": best_results,
+                "running": {k: [x.item() for x in v] for k, v in running.items()}},
+                t.save_total_limit)
+        if step == stop_after:
+            bar.close()
+            if log_file is not None:
+                log_file.close()
+            accelerator.end_training()
+            return TrainResult(output_dir=out, best_dir=None, best_step=best_step,
+                               metrics={k: {"dev": m} for k, m in best_results.items()})
     bar.close()
 
     # ---- finish --------------------------------------------------------------------------------
@@ -304,8 +425,8 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
                  for name, d in data.items() if d.dev_rows is not None and d.train_rows is not None}
     if accelerator.is_main_process:
         (out / "metrics.json").write_text(json.dumps(
-            {"best_step": best_step, "score": None if best_step is None or not best_results
-             else best_score, "tasks": metrics}, indent=2), encoding="utf-8")
+            {"best_step": best_step, "score": best_score if best_results else None,
+             "tasks": metrics}, indent=2), encoding="utf-8")
         table = results_table(metrics, baselines, data)
         (out / "results.md").write_text(table + "\n", encoding="utf-8")
         accelerator.print(f"\nbest dev results (step {best_step}), checkpoint {out / 'best'}:\n\n"
@@ -315,3 +436,11 @@ def train(spec: Spec, *, progress: bool = True) -> TrainResult:
     accelerator.end_training()
     return TrainResult(output_dir=out, best_dir=out / "best", best_step=best_step,
                        metrics=metrics, baselines=baselines)
+
+
+def _truncate_log(path: Path, last_step: int) -> None:
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= last_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
