@@ -73,10 +73,15 @@ def _read_records(source: FileSource) -> tuple[list[str] | None, Iterator[tuple[
                 for n, line in enumerate(f, 1):
                     if line.strip():
                         try:
-                            yield n, json.loads(line)
+                            record = json.loads(line)
                         except json.JSONDecodeError as e:
                             raise DataError(source.path, [f"line {n}: not valid JSON ({e.msg})"]
                                             ) from None
+                        if not isinstance(record, dict):
+                            raise DataError(source.path, [
+                                f"line {n}: expected a JSON object ({{\"column\": value, ...}}), "
+                                f"got {type(record).__name__}"])
+                        yield n, record
         return None, jsonl()
     if fmt == "tsv":
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
@@ -86,10 +91,12 @@ def _read_records(source: FileSource) -> tuple[list[str] | None, Iterator[tuple[
 
     def rows() -> Iterator[tuple[int, Any]]:
         with f:
-            first = 2 if source.header else 1
-            for n, row in enumerate(reader, first):
+            # A quoted CSV field may span lines: a record is numbered by its first line.
+            start = reader.line_num + 1
+            for row in reader:
                 if row:
-                    yield n, row
+                    yield start, row
+                start = reader.line_num + 1
     return header, rows()
 
 
@@ -152,9 +159,11 @@ def _read_file(task: TaskSpec, split: str, source: FileSource) -> Rows:
         raw_labels.append(get_label(rec) if get_label else None)
         ids.append(str(get_id(rec)) if get_id else str(len(ids)))
         lines.append(n)
+    # A test file without its label column (headerless, or JSON lines without the key) is
+    # unlabelled, not a file of empty labels: decide before converting, which reports empties.
+    if get_label and split == "test" and all(v is None for v in raw_labels):
+        get_label = None
     labels = _convert_labels(task, raw_labels, lines, problems, split) if get_label else None
-    if labels is not None and split == "test" and all(v is None for v in raw_labels):
-        labels = None
     if problems:
         more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
         raise DataError(where, problems[:MAX_LISTED] + ([more.strip()] if more else []))

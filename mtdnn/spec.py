@@ -380,8 +380,6 @@ def _check_run(spec: Spec, c: _Converter) -> None:
         c.fail("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     if spec.max_seq_length < 8:
         c.fail("max_seq_length", f"must be >= 8, got {spec.max_seq_length}")
-    if not spec.tasks:
-        c.fail("tasks", "no tasks: add at least one under `tasks:`")
     _check_files(spec, c)
 
 
@@ -445,6 +443,8 @@ def spec_from_dict(data: Any, source: str = "<spec>", base_dir: str | Path = "."
     if not isinstance(raw_tasks, dict):
         c.fail("tasks", "expected a mapping of task name -> task settings, e.g. "
                "tasks: {rte: {type: classification, ...}}")
+    elif not raw_tasks:  # checked here: tasks that fail to convert are reported, not "no tasks"
+        c.fail("tasks", "no tasks: add at least one under `tasks:`")
     else:
         for name, raw in raw_tasks.items():
             if not re.fullmatch(r"[A-Za-z0-9_\-]+", str(name)):

@@ -1,0 +1,405 @@
+"""Tests of the task spec (mtdnn/spec.py): YAML -> frozen dataclasses, all problems in one error."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, SPECS, write_spec
+
+from mtdnn.spec import SpecError, load_spec, save_spec, spec_from_dict
+
+SHIPPED = sorted(SPECS.glob("**/*.yaml"))
+
+# Two tasks read from the Hub: no data file has to exist, so these specs test the loader alone.
+BASE = """
+encoder: tiny-encoder
+tasks:
+  rte:
+    type: classification
+    text: [sentence1, sentence2]
+    labels: [entailment, not_entailment]
+    hub: {path: nyu-mll/glue, name: rte}
+  stsb:
+    type: regression
+    text: [sentence1, sentence2]
+    hub: {path: nyu-mll/glue, name: stsb}
+  cola:
+    type: classification
+    text: [sentence]
+    labels: ["0", "1"]
+    hub: {path: nyu-mll/glue, name: cola}
+"""
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    return write_spec(tmp_path / "base.yaml", BASE)
+
+
+def problems_of(excinfo: pytest.ExceptionInfo[SpecError]) -> list[str]:
+    return excinfo.value.problems
+
+
+# --- every shipped spec --------------------------------------------------------------------------
+
+
+def test_the_shipped_specs_are_found():
+    # The glob recurses; this pins that it finds the specs at all (an empty list would pass below).
+    assert {p.name for p in SHIPPED} >= {"demo.yaml", "glue.yaml", "wikiqa.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SPECS)))
+def test_shipped_spec_loads_for_the_hub(path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
+    spec = load_spec(path)
+    assert spec.data_dir is None
+    assert spec.tasks
+    for task in spec.tasks:
+        assert task.hub is not None and not spec.uses_files(task), task.name
+        assert "train" in task.hub.splits
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SPECS)))
+def test_shipped_spec_loads_with_the_glue_dir(path: Path, glue: Path,
+                                              monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MTDNN_GLUE_DIR", str(glue))
+    spec = load_spec(path)
+    assert spec.data_dir == str(glue.absolute())
+    for task in spec.tasks:
+        assert spec.uses_files(task) and "train" in task.files, task.name
+        for split, f in task.files.items():
+            assert Path(f.path).is_file(), (task.name, split, f.path)
+            assert Path(f.path).is_relative_to(glue.absolute())
+
+
+def test_demo_spec_selects_its_tasks_and_keeps_the_included_settings(monkeypatch):
+    monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
+    spec = load_spec(SPECS / "demo.yaml")
+    assert [t.name for t in spec.tasks] == ["rte", "mrpc", "stsb", "cola", "sst2", "wikiqa"]
+    assert spec.encoder == "sentence-transformers/all-MiniLM-L6-v2"  # demo's, over glue.yaml's
+    assert spec.train.learning_rate == 1e-4
+    assert spec.task("sst2").max_train_examples == 4000  # merged into glue.yaml's sst2
+    assert spec.task("sst2").labels == ("0", "1")  # kept from glue.yaml
+    assert spec.task("wikiqa").type == "ranking"
+
+
+# --- overrides -----------------------------------------------------------------------------------
+
+
+def test_override_scientific_notation_is_a_float(base: Path):
+    # PyYAML reads `3e-5` (no dot) as a string.
+    spec = load_spec(base, ["train.learning_rate=3e-5"])
+    assert spec.train.learning_rate == 3e-5
+    assert type(spec.train.learning_rate) is float
+
+
+def test_scientific_notation_in_the_file_is_a_float(tmp_path: Path):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", BASE + "train: {learning_rate: 2e-5}\n"))
+    assert spec.train.learning_rate == 2e-5
+
+
+def test_override_int_becomes_float(base: Path):
+    spec = load_spec(base, ["tasks.rte.loss_weight=2"])
+    assert spec.task("rte").loss_weight == 2.0
+    assert type(spec.task("rte").loss_weight) is float
+    assert spec.task("stsb").loss_weight == 1.0
+
+
+def test_override_creates_new_nested_keys(base: Path):
+    # The file has no `train:` mapping and rte's hub has no revision.
+    spec = load_spec(base, ["train.max_steps=7", "tasks.rte.hub.revision=v1.0"])
+    assert spec.train.max_steps == 7
+    assert spec.train.batch_size == 32  # the other train settings keep their defaults
+    assert spec.task("rte").hub.revision == "v1.0"
+    assert spec.task("rte").hub.name == "rte"
+
+
+def test_override_of_a_non_number_is_reported(base: Path):
+    with pytest.raises(SpecError, match=re.escape(
+            "train.learning_rate: expected a number, got 'fast'")):
+        load_spec(base, ["train.learning_rate=fast"])
+
+
+def test_override_errors(base: Path):
+    with pytest.raises(SpecError, match=re.escape(
+            "override 'train.batch_size' is not key=value, e.g. train.learning_rate=3e-5")):
+        load_spec(base, ["train.batch_size"])
+    with pytest.raises(SpecError, match="override 'encoder.name=x': 'encoder' is not a mapping"):
+        load_spec(base, ["encoder.name=x"])
+
+
+def test_tasks_subset_keeps_the_given_order(base: Path):
+    spec = load_spec(base, tasks=["stsb", "rte"])
+    assert [t.name for t in spec.tasks] == ["stsb", "rte"]
+
+
+def test_tasks_subset_with_unknown_name(base: Path):
+    with pytest.raises(SpecError, match=re.escape(
+            "unknown task 'rtee'; did you mean 'rte'? (known: cola, rte, stsb)")):
+        load_spec(base, tasks=["rtee"])
+
+
+def test_use_tasks_selects_and_orders_and_the_argument_wins(tmp_path: Path):
+    path = write_spec(tmp_path / "s.yaml", BASE + "use_tasks: [cola, rte]\n")
+    assert [t.name for t in load_spec(path).tasks] == ["cola", "rte"]
+    assert [t.name for t in load_spec(path, tasks=["stsb"]).tasks] == ["stsb"]
+    bad = write_spec(tmp_path / "bad.yaml", BASE + "use_tasks: cola\n")
+    with pytest.raises(SpecError, match="use_tasks: expected a list of task names, got 'cola'"):
+        load_spec(bad)
+
+
+def test_include_merges_mappings_key_by_key_and_replaces_lists(tmp_path: Path):
+    write_spec(tmp_path / "base.yaml", BASE + """
+output_dir: runs/base
+train:
+  batch_size: 16
+  learning_rate: 1.0e-4
+  report_to: [tensorboard, wandb]
+""")
+    (tmp_path / "sub").mkdir()
+    top = write_spec(tmp_path / "sub" / "top.yaml", """
+include: ../base.yaml   # relative to this file; a single name needs no list
+output_dir: runs/top
+train:
+  batch_size: 8
+  report_to: [none]
+tasks:
+  rte: {loss_weight: 3}
+  cola: {labels: [bad, good]}
+""")
+    spec = load_spec(top)
+    assert spec.output_dir == "runs/top"
+    assert spec.train.batch_size == 8
+    assert spec.train.learning_rate == 1e-4  # kept from the included file
+    assert spec.train.report_to == ("none",)  # a list is replaced, not extended
+    rte = spec.task("rte")
+    assert (rte.loss_weight, rte.type, rte.labels) == (3.0, "classification",
+                                                      ("entailment", "not_entailment"))
+    assert spec.task("cola").labels == ("bad", "good")
+    assert [t.name for t in spec.tasks] == ["rte", "stsb", "cola"]
+
+
+def test_later_includes_win_over_earlier_ones(tmp_path: Path, base: Path):
+    write_spec(tmp_path / "a.yaml", "seed: 1\nmax_seq_length: 64\n")
+    write_spec(tmp_path / "b.yaml", "seed: 2\n")
+    top = write_spec(tmp_path / "top.yaml", "include: [base.yaml, a.yaml, b.yaml]\n")
+    spec = load_spec(top)
+    assert (spec.seed, spec.max_seq_length) == (2, 64)
+
+
+def test_include_loop_is_an_error(tmp_path: Path):
+    write_spec(tmp_path / "a.yaml", "include: [b.yaml]\nencoder: x\n")
+    write_spec(tmp_path / "b.yaml", "include: [a.yaml]\n")
+    with pytest.raises(SpecError, match="a.yaml: 1 problem\\(s\\):\n  - include loop"):
+        load_spec(tmp_path / "a.yaml")
+    write_spec(tmp_path / "self.yaml", "include: self.yaml\n")
+    with pytest.raises(SpecError, match="include loop: the file includes itself"):
+        load_spec(tmp_path / "self.yaml")
+
+
+def test_missing_include_names_the_including_file(tmp_path: Path):
+    top = write_spec(tmp_path / "top.yaml", "include: [nope.yaml]\n")
+    with pytest.raises(SpecError, match=re.escape(f"spec file not found (included from "
+                                                  f"{top.resolve()})")):
+        load_spec(top)
+
+
+def test_env_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("MTDNN_T_OUT", "/scratch/out")
+    monkeypatch.setenv("MTDNN_T_EMPTY", "")
+    monkeypatch.setenv("MTDNN_T_TOK", "my-tokenizer")
+    monkeypatch.delenv("MTDNN_T_UNSET", raising=False)
+    path = write_spec(tmp_path / "s.yaml", BASE + """
+output_dir: ${MTDNN_T_OUT}/run-${MTDNN_T_UNSET:-1}
+data_dir: ${MTDNN_T_UNSET:-}
+revision: ${MTDNN_T_EMPTY}
+tokenizer: ${MTDNN_T_TOK:-other}
+train: {scheduler: "${MTDNN_T_EMPTY:-cosine}"}
+""")
+    spec = load_spec(path)
+    assert spec.output_dir == "/scratch/out/run-1"
+    assert spec.data_dir is None  # an empty expansion is None, not ""
+    assert spec.revision is None
+    assert spec.tokenizer == "my-tokenizer"  # a set variable wins over its default
+    assert spec.train.scheduler == "cosine"  # as in a shell, `:-` also replaces an empty value
+
+
+# --- one error lists every problem -------------------------------------------------------------
+
+
+def test_one_error_lists_every_problem(tmp_path: Path):
+    (tmp_path / "dev.tsv").write_text("s\tlabel\na\t1\n", encoding="utf-8")
+    path = write_spec(tmp_path / "bad.yaml", """
+encoder: x
+trian: {epochs: 1}
+train:
+  batch_size: abc
+  sampler: proportionl
+tasks:
+  one:
+    type: classification
+    text: [s]
+    labels: ["yes"]
+    hub: {path: a/b}
+  rank:
+    type: ranking
+    text: [q]
+    hub: {path: a/b}
+  metric:
+    type: classification
+    text: [s]
+    labels: ["0", "1"]
+    metrics: [acuracy]
+    hub: {path: a/b}
+  typo:
+    type: classification
+    text: [s]
+    lables: ["0", "1"]
+    hub: {path: a/b}
+  missing:
+    type: regression
+    text: [s]
+    files: {train: nope.tsv}
+  notrain:
+    type: regression
+    text: [s]
+    files: {dev: dev.tsv}
+""")
+    with pytest.raises(SpecError, match=re.escape(f"{path}: 10 problem(s):\n  - ")) as e:
+        load_spec(path)
+    problems = problems_of(e)
+    expected = [
+        "tasks.one.labels: a classification task needs a list of at least 2 labels, "
+        "e.g. labels: [entailment, not_entailment]",
+        "tasks.rank.text: a ranking task needs two columns: [query, candidate]",
+        "tasks.metric.metrics: unknown metric 'acuracy'; did you mean 'accuracy'? valid metrics: ",
+        "tasks.typo.lables: unknown key 'lables'; did you mean 'labels'? (known: ",
+        # ... and, as the label list was not given under its name, it is missing:
+        "tasks.typo.labels: a classification task needs a list of at least 2 labels",
+        "tasks.notrain: no train split: add files.train or hub.splits.train",
+        "trian: unknown key 'trian'; did you mean 'train'? (known: ",
+        "train.batch_size: expected an integer, got 'abc'",
+        "train.sampler: 'proportionl' is not valid; did you mean 'proportional'? (choose one "
+        "of: proportional, uniform, temperature)",
+        f"tasks.missing.files.train: file not found: {tmp_path / 'nope.tsv'} (fix the path, or "
+        "set data_dir to the folder it is relative to)",
+    ]
+    assert len(problems) == len(expected), problems
+    for want in expected:
+        assert any(p.startswith(want) for p in problems), (want, problems)
+    # The message shows them all, one line each.
+    for p in problems:
+        assert f"\n  - {p}" in str(e.value)
+
+
+def test_wrong_types_name_key_value_and_expected_type(base: Path):
+    with pytest.raises(SpecError) as e:
+        load_spec(base, ["train.group_by_length=maybe", "tasks.rte.text={a: 1}",
+                         "train.adam_betas=[0.9]", "seed=1.5"])
+    assert sorted(problems_of(e)) == [
+        "seed: expected an integer, got 1.5",
+        "tasks.rte.text: expected a list, got {'a': 1}",
+        "train.adam_betas: expected a list of 2 values, got [0.9]",
+        "train.group_by_length: expected true or false, got 'maybe'",
+    ]
+    with pytest.raises(SpecError, match=re.escape("max_seq_length: must be >= 8, got 4")):
+        load_spec(base, ["max_seq_length=4"])
+
+
+@pytest.mark.parametrize("tasks,problems", [
+    ({}, ["tasks: no tasks: add at least one under `tasks:`"]),
+    (None, ["tasks: expected a mapping of task name -> task settings, e.g. "
+            "tasks: {rte: {type: classification, ...}}"]),
+    # A task that is wrong is reported as such, not as "no tasks".
+    ({"a": {"type": "regression", "text": ["s"], "hub": {"path": "p"}, "dropout": "hi"}},
+     ["tasks.a.dropout: expected a number, got 'hi'"]),
+    ({"a b": {}}, ["tasks.a b: task names use letters, digits, '_' and '-' only"]),
+])
+def test_task_list_problems(tasks, problems: list[str]):
+    with pytest.raises(SpecError) as e:
+        spec_from_dict({"encoder": "x", "tasks": tasks}, source="inline")
+    assert problems_of(e) == problems
+    assert str(e.value).startswith(f"inline: {len(problems)} problem(s):")
+
+
+def test_missing_data_dir_is_reported(base: Path, tmp_path: Path):
+    with pytest.raises(SpecError, match=re.escape(
+            f"data_dir: directory not found: {tmp_path / 'nowhere'} (set it")):
+        load_spec(base, [f"data_dir={tmp_path / 'nowhere'}"])
+
+
+def test_unknown_task_name_in_lookup():
+    spec = spec_from_dict(yaml.safe_load(BASE))
+    with pytest.raises(KeyError, match=re.escape("unknown task 'cloa'; did you mean 'cola'?")):
+        spec.task("cloa")
+
+
+# --- round trip ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_glue", [False, True])
+def test_to_dict_round_trip(with_glue: bool, request: pytest.FixtureRequest,
+                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    if with_glue:
+        monkeypatch.setenv("MTDNN_GLUE_DIR", str(request.getfixturevalue("glue")))
+    else:
+        monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
+    spec = load_spec(SPECS / "demo.yaml")
+    data = spec.to_dict()
+    assert list(data["tasks"]) == ["rte", "mrpc", "stsb", "cola", "sst2", "wikiqa"]
+    assert "source" not in data
+    assert spec_from_dict(data) == spec
+    # Plain YAML-able data: the saved file loads back to the same spec.
+    save_spec(spec, tmp_path / "saved.yaml")
+    assert load_spec(tmp_path / "saved.yaml") == spec
+
+
+# --- the `mtdnn validate` command -----------------------------------------------------------------
+
+
+def run_cli(*args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mtdnn.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **env})
+
+
+def test_cli_validate_bad_spec_exits_2_without_traceback(tmp_path: Path):
+    path = write_spec(tmp_path / "bad.yaml", BASE + "trian: {}\ntrain: {sampler: proportionl}\n")
+    r = run_cli("validate", str(path))
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr + r.stdout
+    assert r.stderr.startswith(f"error: {path}: 2 problem(s):\n")
+    assert "  - trian: unknown key 'trian'; did you mean 'train'?" in r.stderr
+    assert "  - train.sampler: 'proportionl' is not valid; did you mean 'proportional'?" in r.stderr
+
+
+def wikiqa_rows_of_first_questions(path: Path, n: int) -> int:
+    with open(path, encoding="utf-8", newline="") as f:
+        questions: dict[str, int] = {}
+        for row in csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE):
+            questions[row[0]] = questions.get(row[0], 0) + 1
+    return sum(list(questions.values())[:n])
+
+
+def test_cli_validate_demo_prints_the_row_counts(glue: Path):
+    r = run_cli("validate", "task_specs/demo.yaml", MTDNN_GLUE_DIR=str(glue))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    counts = {m[0]: m[1] for m in re.findall(r"^  (\w+) +\w+ +files: (.*) rows$", r.stdout, re.M)}
+    wikiqa_train = wikiqa_rows_of_first_questions(glue / "WikiQA" / "train.tsv", 500)
+    assert counts == {  # the README's table; sst2 and wikiqa train are cut by the demo's limits
+        "rte": "train 2490, dev 277, test 3000",
+        "mrpc": "train 3668, dev 408, test 1725",
+        "stsb": "train 5749, dev 1500, test 1379",
+        "cola": "train 8551, dev 1043, test 1063",
+        "sst2": "train 4000, dev 872, test 1821",
+        "wikiqa": f"train {wikiqa_train}, dev 1126, test 2341",
+    }
+    assert r.stdout.rstrip().endswith("all rows read and checked")
