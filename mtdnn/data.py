@@ -315,7 +315,9 @@ def ranking_groups(rows: Rows, max_candidates: int) -> list[list[int]]:
 def _cache_key(rows: Rows, tokenizer: Any, max_len: int, extra: str) -> str:
     h = hashlib.sha256()
     meta = [rows.task, rows.split, rows.where, len(rows), max_len, extra,
-            type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer)]
+            type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer),
+            # settings such as lower-casing change the ids without changing the vocabulary
+            json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str)]
     h.update(json.dumps(meta).encode())
     for col in (rows.text_a, rows.text_b or [], [str(x) for x in rows.labels or []]):
         h.update("\x1f".join(col).encode())

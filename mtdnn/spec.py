@@ -302,7 +302,10 @@ class _Converter:
         kwargs = dict(extra or {})
         prefix = f"{key}." if key else ""
         for k, v in value.items():
-            if k not in fields or k in kwargs:
+            if k in kwargs:  # given by the structure, e.g. a task's name is its key in `tasks`
+                self.fail(f"{prefix}{k}", f"'{k}' is set by the spec's structure, not as a key")
+                continue
+            if k not in fields:
                 self.fail(f"{prefix}{k}", unknown_name_message("key", k, fields))
                 continue
             kwargs[k] = self.convert(v, hints[k], f"{prefix}{k}")
@@ -486,7 +489,8 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
         raise SpecError(str(path), [f"spec file not found{where} (give the path of a YAML task "
                                     "spec, e.g. task_specs/demo.yaml)"])
     if path.resolve() in seen:
-        raise SpecError(str(path), ["include loop: the file includes itself"])
+        chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
+        raise SpecError(str(path), [f"include loop: {chain}"])
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
