@@ -76,9 +76,62 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from mtdnn.evaluation import predict_file
 
+    single = {"--task": args.task, "--input": args.input, "--output": args.output}
+    if args.glue_submission:
+        given = [k for k, v in single.items() if v is not None]
+        if given:
+            raise ValueError(f"--glue-submission predicts every GLUE task of the checkpoint: drop "
+                             f"{', '.join(given)} (or drop --glue-submission)")
+        return _glue_submission(args)
+    missing = [k for k, v in single.items() if v is None]
+    if missing:
+        raise ValueError(f"predict needs {', '.join(missing)} (one task's predictions), or "
+                         "--glue-submission DIR (the GLUE leaderboard files)")
+    if args.data_dir is not None:
+        raise ValueError("--data-dir goes with --glue-submission; --input names the file to "
+                         "predict")
     n = predict_file(args.checkpoint, args.task, args.input, args.output,
                      text_columns=_split_list(args.text_columns), batch_size=args.batch_size)
     print(f"wrote {n} predictions of task {args.task!r} to {args.output}")
+    return 0
+
+
+def _glue_submission(args: argparse.Namespace) -> int:
+    from mtdnn.submission import write_glue_submission
+
+    result = write_glue_submission(args.checkpoint, args.glue_submission, data_dir=args.data_dir,
+                                   batch_size=args.batch_size)
+    for path in result.files:
+        print(f"wrote {path} ({result.rows[path.name]} rows)")
+    for task, reason in result.skipped.items():
+        print(f"skipped {task}: {reason}")
+    if result.missing:
+        print(f"not written: {', '.join(result.missing)} (the leaderboard expects every file "
+              "in the zip)")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mtdnn.export import export
+
+    out = export(args.checkpoint, args.task, args.output, encoder_only=args.encoder_only)
+    what = "the shared encoder" if args.encoder_only else f"task {args.task!r}"
+    print(f"exported {what} to {out} (open it with transformers; mtdnn is not needed)")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from mtdnn.hub import push_to_hub
+
+    # No --token option: a token on the command line stays in the shell history; huggingface_hub
+    # reads HF_TOKEN or the token saved by `hf auth login`.
+    result = push_to_hub(args.checkpoint, args.repo_id, task=args.task, private=args.private,
+                         revision=args.revision, dry_run=args.dry_run,
+                         staging_dir=args.staging_dir)
+    if args.dry_run:
+        print(f"staged {result} (dry run: nothing uploaded)")
+    else:
+        print(f"pushed to {result}")
     return 0
 
 
@@ -129,17 +182,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="predict with one task's head of a checkpoint")
     p.add_argument("checkpoint", help="a checkpoint directory")
-    p.add_argument("--task", required=True, help="the task whose head to use")
-    p.add_argument("--input", required=True, help="TSV/CSV with a header, or JSON lines")
-    p.add_argument("--output", required=True, help="JSON lines: id, label/score, probabilities")
+    # --task/--input/--output are required unless --glue-submission is given (checked by
+    # _cmd_predict, with a message naming what is missing).
+    p.add_argument("--task", help="the task whose head to use")
+    p.add_argument("--input", help="TSV/CSV with a header, or JSON lines")
+    p.add_argument("--output", help="JSON lines: id, label/score, probabilities")
     p.add_argument("--text-columns", help="comma-separated input columns (default: the task's)")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--glue-submission", metavar="DIR",
+                   help="instead: write the GLUE leaderboard files of every GLUE task here")
+    p.add_argument("--data-dir", help="with --glue-submission: read the GLUE files from here")
     p.set_defaults(func=_cmd_predict)
+
+    p = sub.add_parser("export", help="write one task as a plain transformers model")
+    p.add_argument("checkpoint", help="a checkpoint directory")
+    p.add_argument("--task", help="the task to export (with --encoder-only: fold its task "
+                                  "embedding into the encoder)")
+    p.add_argument("--output", required=True, help="a new or empty directory")
+    p.add_argument("--encoder-only", action="store_true",
+                   help="write the shared encoder (AutoModel) and tokenizer, no head")
+    p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("push", help="upload a checkpoint or one exported task to the Hub",
+                       description="Uploads a checkpoint (or one task exported for plain "
+                       "transformers) with a model card. The token comes from HF_TOKEN or `hf "
+                       "auth login`, never from the command line.")
+    p.add_argument("checkpoint", help="a checkpoint directory")
+    p.add_argument("--repo-id", required=True, help="the model repository, e.g. me/bert-glue")
+    p.add_argument("--task", help="push this task exported for plain transformers (default: "
+                                  "the whole multi-task checkpoint)")
+    p.add_argument("--private", action="store_true", help="create the repository private")
+    p.add_argument("--revision", help="push to this branch (created when missing)")
+    p.add_argument("--dry-run", action="store_true", help="stage the folder only, upload nothing")
+    p.add_argument("--staging-dir", help="stage here (a new or empty directory) and keep it")
+    p.set_defaults(func=_cmd_push)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # key=value overrides may come after options too (`train SPEC --tasks rte lr=1`), which
+    # argparse's positional nargs="*" alone does not accept.
+    args, extra = parser.parse_known_args(argv)
+    stray = [x for x in extra if "=" not in x or x.startswith("-") or
+             not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
     # Hub libraries print progress and warnings that bury the messages of a run.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from mtdnn.spec import SpecError

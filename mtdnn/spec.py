@@ -153,6 +153,12 @@ class Spec:
         data = _to_plain(self)
         data.pop("source")
         data["tasks"] = {t.pop("name"): t for t in data["tasks"]}
+        if self.data_dir:  # files under data_dir stay relative: a new data_dir re-roots them
+            root = Path(self.data_dir)
+            for task in data["tasks"].values():
+                for f in task["files"].values():
+                    if Path(f["path"]).is_relative_to(root):
+                        f["path"] = str(Path(f["path"]).relative_to(root))
         return data
 
 

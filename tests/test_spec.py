@@ -405,3 +405,17 @@ def test_cli_validate_demo_prints_the_row_counts(glue: Path):
         "wikiqa": f"train {wikiqa_train}, dev 1126, test 2341",
     }
     assert r.stdout.rstrip().endswith("all rows read and checked")
+
+
+def test_saved_spec_keeps_files_relative_so_a_new_data_dir_re_roots_them(tmp_path, glue):
+    import shutil
+
+    from mtdnn.spec import save_spec
+
+    spec = load_spec(SPECS / "glue.yaml", [f"data_dir={glue}"], tasks=["rte"])
+    save_spec(spec, tmp_path / "saved.yaml")
+    copy = tmp_path / "copy"
+    shutil.copytree(glue / "RTE", copy / "RTE")
+    moved = load_spec(tmp_path / "saved.yaml", [f"data_dir={copy}"])
+    assert moved.task("rte").files["train"].path == str(copy / "RTE" / "train.tsv")
+    assert load_spec(tmp_path / "saved.yaml") == spec

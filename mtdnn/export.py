@@ -1,0 +1,259 @@
+"""Export one task of a multi-task checkpoint as a plain transformers model.
+
+The export is a directory that `AutoModelForSequenceClassification.from_pretrained(dir)` and
+`pipeline("text-classification", model=dir)` open where mtdnn is not installed: config.json with
+the task's label maps, model.safetensors, the tokenizer. Our task heads have the shape of the
+architectures' own classification heads (`dropout -> dense -> activation -> dropout -> linear` on
+the first token), so the head weights map onto them one to one and the logits are the same:
+
+| model_type               | our head.dense      | our head.out_proj    | activation         |
+|--------------------------|---------------------|----------------------|--------------------|
+| bert                     | bert.pooler.dense   | classifier           | tanh (BertPooler)  |
+| roberta, xlm-roberta     | classifier.dense    | classifier.out_proj  | tanh               |
+| electra                  | classifier.dense    | classifier.out_proj  | gelu (exact, erf)  |
+| deberta, deberta-v2      | pooler.dense        | classifier           | config.pooler_hidden_act |
+
+A task embedding (ERNIE 2.0 style, added to every input token embedding) is folded into the word
+embedding table: `embed(ids) + v` equals `(table + v)[ids]` for every token, so the export needs no
+extra input. Every export is checked against the multi-task model on a probe batch before it is
+written.
+
+Example:
+    >>> export("runs/glue/best", "rte", "exports/rte")
+    >>> from transformers import pipeline
+    >>> pipeline("text-classification", model="exports/rte")({"text": "A", "text_pair": "B"})
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+if TYPE_CHECKING:
+    from mtdnn.model import MultiTaskModel, TaskInfo
+
+PARITY_TOLERANCE = 1e-4  # max |logit difference| on the probe batch; a mapping bug is far larger
+
+
+@dataclass(frozen=True)
+class HeadLayout:
+    """Where one architecture's `XForSequenceClassification` keeps the two layers of our head.
+
+    Attributes:
+        dense: module path of the hidden -> hidden layer (followed by the activation).
+        out_proj: module path of the hidden -> outputs layer.
+        activations: our head activations the architecture applies exactly.
+        dropout_keys: config keys that take the head's dropout (training-time only).
+        activation_key: config key that selects the activation, when the architecture has one.
+    """
+
+    dense: str
+    out_proj: str
+    activations: tuple[str, ...]
+    dropout_keys: tuple[str, ...] = ("classifier_dropout",)
+    activation_key: str | None = None
+
+
+_ROBERTA = HeadLayout("classifier.dense", "classifier.out_proj", ("tanh",))
+_DEBERTA = HeadLayout("pooler.dense", "classifier", ("tanh", "gelu", "relu"),
+                      dropout_keys=("pooler_dropout", "cls_dropout"),
+                      activation_key="pooler_hidden_act")
+# Checked against transformers 5 source: BertPooler (dense + nn.Tanh on [CLS]) -> dropout ->
+# classifier; RobertaClassificationHead / XLMRobertaClassificationHead use torch.tanh;
+# ElectraClassificationHead uses get_activation("gelu") = GELUActivation = F.gelu (erf), the same
+# function as our nn.GELU(); DeBERTa's ContextPooler applies ACT2FN[config.pooler_hidden_act].
+LAYOUTS: dict[str, HeadLayout] = {
+    "bert": HeadLayout("bert.pooler.dense", "classifier", ("tanh",)),
+    "roberta": _ROBERTA,
+    "xlm-roberta": _ROBERTA,
+    "electra": HeadLayout("classifier.dense", "classifier.out_proj", ("gelu",)),
+    "deberta": _DEBERTA,
+    "deberta-v2": _DEBERTA,
+}
+
+
+def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
+           encoder_only: bool = False) -> Path:
+    """Writes one task of a checkpoint as a plain transformers model, or the shared encoder alone.
+
+    Args:
+        checkpoint: an mtdnn checkpoint directory (e.g. runs/glue/best).
+        task: the task whose head is exported. With `encoder_only`, optional: when given, its task
+            embedding vector (if the model has one) is folded into the encoder's word embeddings.
+        output_dir: a new or empty directory.
+        encoder_only: write the shared encoder (`AutoModel`) and tokenizer, without any head.
+
+    Returns:
+        The output directory: config.json (id2label, label2id, problem_type), model.safetensors
+        and the tokenizer (its model_max_length set to the checkpoint's max_seq_length).
+
+    Raises:
+        KeyError: the task is not in the checkpoint (with a "did you mean").
+        ValueError: no task given for a head export; an architecture without an exact head
+            mapping (use `encoder_only`); a head activation the architecture cannot reproduce;
+            a non-empty output directory.
+        FileNotFoundError: `checkpoint` is not an mtdnn checkpoint.
+    """
+    from mtdnn.model import MultiTaskModel
+    from mtdnn.spec import unknown_name_message
+
+    checkpoint, output_dir = Path(checkpoint), Path(output_dir)
+    registry = MultiTaskModel.read_registry(checkpoint)  # fails early on a non-checkpoint
+    known = [t["name"] for t in registry["tasks"]]
+    if task is not None and task not in known:
+        raise KeyError(unknown_name_message("task", task, known))
+    if task is None and not encoder_only:
+        raise ValueError(f"{checkpoint}: name the task to export (one of {', '.join(known)}), or "
+                         "export the shared encoder alone with encoder_only=True (--encoder-only)")
+    model_type = _read_model_type(checkpoint)
+    if not encoder_only and model_type not in LAYOUTS:
+        raise ValueError(f"{checkpoint}: cannot export a task head for model_type {model_type!r}: "
+                         f"an exact mapping onto its own classification head is known for "
+                         f"{', '.join(sorted(LAYOUTS))}; export the encoder alone with "
+                         "--encoder-only and put a head on it yourself")
+    _check_output_dir(output_dir, checkpoint)
+
+    model = MultiTaskModel.from_pretrained(checkpoint)
+    if encoder_only:
+        out_model = model.encoder
+    else:
+        assert task is not None
+        out_model = build_classifier(model, task)
+    if task is not None and model.task_embedding is not None:
+        fold_task_vector(out_model, model, task)
+    out_model.eval()
+    if not encoder_only:
+        assert task is not None
+        check_parity(model, out_model, task)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out_model.save_pretrained(output_dir)
+    tokenizer = copy.deepcopy(model.tokenizer)
+    # The pipeline and users truncating with `truncation=True` then cut where training did.
+    tokenizer.model_max_length = getattr(model, "max_seq_length", tokenizer.model_max_length)
+    tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+
+def _read_model_type(checkpoint: Path) -> str:
+    config = checkpoint / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config}: missing; the checkpoint's encoder config is needed")
+    return str(json.loads(config.read_text(encoding="utf-8")).get("model_type"))
+
+
+def _check_output_dir(output_dir: Path, checkpoint: Path) -> None:
+    if output_dir.resolve() == checkpoint.resolve():
+        raise ValueError(f"{output_dir}: the export would overwrite the checkpoint; give another "
+                         "output directory")
+    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+        # Writing over an old export could leave stale files (another tokenizer, old weights).
+        raise ValueError(f"{output_dir}: exists and is not an empty directory; give a new "
+                         "directory or empty this one")
+
+
+def task_config(encoder_config: Any, info: TaskInfo) -> Any:
+    """The encoder's config plus what a sequence classifier of this task needs.
+
+    Returns:
+        A copy of `encoder_config` with num_labels, id2label, label2id and problem_type set:
+        classification -> its labels, "single_label_classification"; regression and ranking ->
+        one output named "score", "regression" (ranking is exported as a 1-logit scorer: higher
+        means more relevant, what the pipeline returns with no function applied).
+    """
+    config = copy.deepcopy(encoder_config)
+    labels = info.labels if info.type == "classification" else ["score"]
+    config.num_labels = len(labels)
+    config.id2label = dict(enumerate(labels))
+    config.label2id = {label: i for i, label in enumerate(labels)}
+    config.problem_type = ("single_label_classification" if info.type == "classification"
+                           else "regression")
+    config.architectures = None  # set again by save_pretrained from the class written
+    layout = LAYOUTS[config.model_type]
+    for key in layout.dropout_keys:
+        setattr(config, key, info.dropout)
+    if layout.activation_key is not None:
+        setattr(config, layout.activation_key, info.activation)
+    if config.model_type in ("deberta", "deberta-v2"):
+        # ContextPooler's dense is pooler_hidden_size wide; ours is hidden_size.
+        config.pooler_hidden_size = config.hidden_size
+    return config
+
+
+def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
+    """The architecture's `XForSequenceClassification` holding the shared encoder and one head.
+
+    Raises:
+        ValueError: the head's activation is not the one the architecture applies.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    info = model.tasks[task]
+    model_type = model.encoder.config.model_type
+    layout = LAYOUTS[model_type]
+    if info.activation not in layout.activations:
+        raise ValueError(f"task {task!r}: its head uses {info.activation!r}, but {model_type}'s "
+                         f"classification head applies {' or '.join(layout.activations)}; the "
+                         "export would not give the same outputs (export with --encoder-only)")
+    classifier = AutoModelForSequenceClassification.from_config(
+        task_config(model.encoder.config, info))
+    base = classifier.base_model
+    missing, unexpected = base.load_state_dict(model.encoder.state_dict(), strict=False)
+    # BERT's pooler is the only part of the base model our encoder lacks (it was loaded without
+    # one, as nothing trained it): it receives our head's dense layer below.
+    prefix = f"{classifier.base_model_prefix}."
+    head_in_base = {f"{layout.dense[len(prefix):]}.{p}" for p in ("weight", "bias")} \
+        if layout.dense.startswith(prefix) else set()
+    missing_encoder = sorted(set(missing) - head_in_base)
+    if unexpected or missing_encoder:
+        raise RuntimeError(f"encoder weights do not fit {type(classifier).__name__}: missing "
+                           f"{missing_encoder}, unexpected {sorted(unexpected)}")
+    head = model.heads[task]
+    with torch.no_grad():
+        for ours, theirs in ((head.dense, layout.dense), (head.out_proj, layout.out_proj)):
+            target = classifier.get_submodule(theirs)
+            target.weight.copy_(ours.weight)
+            target.bias.copy_(ours.bias)
+    return classifier
+
+
+def fold_task_vector(target: torch.nn.Module, model: MultiTaskModel, task: str) -> None:
+    """Adds the task's embedding vector to every row of `target`'s word embedding table."""
+    assert model.task_embedding is not None
+    vector = model.task_embedding.weight[model.task_ids[task]].detach()
+    table = target.get_input_embeddings().weight
+    if table.shape[-1] != vector.shape[-1]:
+        raise ValueError(f"task {task!r}: the task vector has {vector.shape[-1]} values, the word "
+                         f"embeddings {table.shape[-1]}; it cannot be folded into them")
+    with torch.no_grad():
+        table.add_(vector.to(table.dtype))
+
+
+@torch.inference_mode()
+def check_parity(model: MultiTaskModel, exported: torch.nn.Module, task: str) -> float:
+    """Runs the multi-task model and the export on a probe batch (random token ids, one row with
+    right padding) and returns the largest absolute logit difference.
+
+    Raises:
+        RuntimeError: the difference exceeds PARITY_TOLERANCE (a bug in the weight mapping).
+    """
+    config = exported.config
+    generator = torch.Generator().manual_seed(0)  # a local generator: no global RNG touched
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    ids = torch.randint(0, config.vocab_size, (3, 16), generator=generator)
+    ids[ids == pad] = (pad + 1) % config.vocab_size
+    mask = torch.ones_like(ids)
+    ids[1, 10:], mask[1, 10:] = pad, 0  # padded row: positions and masking must agree too
+    model.eval()
+    ours = model(task, input_ids=ids, attention_mask=mask)["logits"]
+    theirs = exported(input_ids=ids, attention_mask=mask).logits
+    diff = (ours - theirs).abs().max().item()
+    if not diff <= PARITY_TOLERANCE:
+        raise RuntimeError(f"export of task {task!r} does not reproduce the checkpoint: max logit "
+                           f"difference {diff:.3g} > {PARITY_TOLERANCE} (a bug in mtdnn.export)")
+    return diff
