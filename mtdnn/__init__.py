@@ -5,7 +5,8 @@
     model = MultiTaskModel.from_pretrained(result.best_dir)
     model.predict("rte", [("A man is playing.", "Someone plays.")])
 
-Names are imported on first use, so `import mtdnn` (and the CLI's start) stays fast.
+Names are imported on first use, so `import mtdnn` (and the CLI's start) stays fast. Export
+lives in its module: `from mtdnn.export import export`.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ _EXPORTS = {
     "evaluate": "mtdnn.evaluation", "predict_file": "mtdnn.evaluation",
     "MultiTaskModel": "mtdnn.model", "MultiTaskBatchSampler": "mtdnn.sampler",
     "compute_metrics": "mtdnn.metrics", "load_metric": "mtdnn.metrics",
-    "finetune_spec": "mtdnn.finetune", "export": "mtdnn.export", "push_to_hub": "mtdnn.hub",
+    "finetune_spec": "mtdnn.finetune", "push_to_hub": "mtdnn.hub",
     "write_glue_submission": "mtdnn.submission",
 }
 __all__ = sorted(_EXPORTS)
