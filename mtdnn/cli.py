@@ -244,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except SpecError as e:  # includes DataError
         print(f"error: {e}", file=sys.stderr)
-    except (KeyError, FileNotFoundError, ValueError) as e:
+    except (KeyError, OSError, ValueError) as e:  # OSError: missing or unwritable paths
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"error: {message}", file=sys.stderr)
     return EXIT_USER_ERROR

@@ -96,7 +96,10 @@ class MultiTaskModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_outputs, t.dropout, t.activation)
                                     for t in tasks})
-        self.task_embedding = nn.Embedding(len(tasks), hidden) if task_embedding else None
+        # Added to the input embeddings, whose width differs from hidden_size in factorised
+        # encoders (ELECTRA, ALBERT).
+        width = encoder.get_input_embeddings().embedding_dim
+        self.task_embedding = nn.Embedding(len(tasks), width) if task_embedding else None
         if self.task_embedding is not None:
             # Zero at the start: the pretrained encoder sees exactly its usual inputs at step 0.
             nn.init.zeros_(self.task_embedding.weight)
@@ -156,9 +159,13 @@ class MultiTaskModel(nn.Module):
     @staticmethod
     def read_registry(directory: str | Path) -> dict[str, Any]:
         path = Path(directory) / REGISTRY_FILE
+        if not Path(directory).is_dir():
+            raise FileNotFoundError(f"{directory}: directory not found (give a checkpoint "
+                                    "directory written by `mtdnn train`, e.g. runs/demo/best)")
         if not path.is_file():
-            raise FileNotFoundError(f"{directory}: not an mtdnn checkpoint (no {REGISTRY_FILE}); give "
-                                    "a directory written by `mtdnn train`, e.g. runs/demo/best")
+            raise FileNotFoundError(f"{directory}: not an mtdnn checkpoint (no {REGISTRY_FILE}); "
+                                    "give a directory written by `mtdnn train`, e.g. "
+                                    "runs/demo/best")
         return json.loads(path.read_text(encoding="utf-8"))
 
     @classmethod
