@@ -277,7 +277,15 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         log_with=_trackers(spec) or None, project_dir=str(out),
         # Each step trains one task's head; the other heads get no gradient that step.
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        # The schedule counts optimizer steps, whatever the number of processes (the sampler
+        # deals global batches). Accelerate's default steps it num_processes times per step.
+        step_scheduler_with_optimizer=False,
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # N unconnected single-process runs, one output_dir
+        raise ValueError(f"{launched} processes were launched but Accelerate sees "
+                         f"{accelerator.num_processes}: on a CPU-only machine set "
+                         "ACCELERATE_USE_CPU=1 (see the README, multi-process training)")
     set_seed(spec.seed)  # head init and dropout; the sampler has its own seeded generators
     tokenizer = load_tokenizer(spec)
     encoder = load_encoder(spec.encoder, spec.revision, spec.trust_remote_code)
@@ -383,7 +391,9 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
 
         if step % t.log_every == 0 or step == total_steps:
             # The only host sync of the step loop: losses stay on device between logs.
-            losses = {task: torch.stack(v).mean().item() for task, v in running.items()}
+            # Every rank ran the same tasks: the mean over ranks is the mean over global batches.
+            losses = {task: accelerator.reduce(torch.stack(v).mean(), "mean").item()
+                      for task, v in running.items()}
             running.clear()
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             log({"step": step, "epoch": round(step / steps_per_epoch, 4),
@@ -404,7 +414,9 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
                 "step": step, "sampler": sampler.state_dict(),
                 "best_score": best_score if best_step is not None else None,
                 "best_step": best_step, "best_results": best_results,
-                "running": {k: [x.item() for x in v] for k, v in running.items()}},
+                # Means over ranks, so every rank resumes with the same (global) partial losses.
+                "running": {k: accelerator.reduce(torch.stack(v), "mean").tolist()
+                            for k, v in running.items()}},
                 t.save_total_limit)
         if step == stop_after:
             bar.close()
