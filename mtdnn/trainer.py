@@ -139,7 +139,11 @@ def _optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=t.adam_betas, eps=t.adam_epsilon)
+    # The fused kernel updates every tensor in one call: on CPU the default per-tensor loop took
+    # ~1.1 s of a ~4 s MiniLM step, fused ~0.08 s (compare: bench_throughput.py, mtdnn-unfused).
+    fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
+    return torch.optim.AdamW(groups, lr=t.learning_rate, betas=t.adam_betas, eps=t.adam_epsilon,
+                             fused=fused or None)
 
 
 def _trackers(spec: Spec) -> list[str]:

@@ -1,0 +1,329 @@
+"""Shared pieces of the benchmark scripts: one clock and one batch meter for every method, the FLOP
+formula, a matmul peak, per-method child processes, and Markdown/JSON output.
+
+Every method is measured by the same instruments, so that no method is timed by its own logging:
+
+  * step ends: a global `torch.optim` post-step hook (fires once per optimizer step, for the HF
+    Trainer's and for mtdnn's AdamW alike; Accelerate's wrapper does not fire it a second time);
+  * batches: a wrapper around the method's collator records (rows, padded length, real tokens,
+    sum of squared real lengths) and the time the first batch of a training run starts.
+
+Not a module of the package: imported by the scripts beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine_info() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": usable,
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version()}
+
+
+def peak_rss_mb() -> float:
+    """This process's high-water resident set (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rss_high_water_mb(reset: bool = False) -> float | None:
+    """VmHWM, the high-water RSS, from /proc (Linux); reset=True then restarts it from the
+    current RSS (`clear_refs` 5, Linux >= 4.0), so that a later read gives the peak of a
+    window. None where /proc does not allow it."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        hwm = int(next(line for line in status.splitlines() if line.startswith("VmHWM:"))
+                  .split()[1]) / 1024
+        if reset:
+            Path("/proc/self/clear_refs").write_text("5")
+        return hwm
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+class Meter:
+    """Step-end times and per-batch token counts, grouped into training runs (a method that trains
+    several tasks one after another has one run per task)."""
+
+    def __init__(self) -> None:
+        self.runs: list[dict[str, Any]] = []
+        self.optimizer: str | None = None  # which AdamW implementation ran (they differ in speed)
+
+    def install(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        register_optimizer_step_post_hook(self._on_step)
+
+    def start_run(self, name: str) -> None:
+        self.runs.append({"name": name, "first_batch_t": None, "step_t": [], "batches": []})
+
+    def _on_step(self, optimizer: Any, *_: Any) -> None:
+        if self.runs:
+            self.runs[-1]["step_t"].append(time.perf_counter())
+        if self.optimizer is None:
+            d = optimizer.defaults
+            self.optimizer = (f"{type(optimizer).__name__}(fused={d.get('fused')}, "
+                              f"foreach={d.get('foreach')})")
+
+    def end_run(self) -> None:
+        """Call when a training run returns: the peak RSS since its first batch."""
+        run = self.runs[-1]
+        run["rss_train_peak_mb"] = _rss_high_water_mb() if run.get("rss_setup_peak_mb") else None
+
+    def peak_rss(self) -> dict[str, float | None]:
+        """{"train": peak RSS from a run's first batch to its end (the highest over runs),
+        "process": the peak of the whole process, setup (model load, tokenization) included}."""
+        train = [r["rss_train_peak_mb"] for r in self.runs if r.get("rss_train_peak_mb")]
+        setup = [r["rss_setup_peak_mb"] for r in self.runs if r.get("rss_setup_peak_mb")]
+        return {"train": max(train, default=None),
+                "process": max([peak_rss_mb(), *train, *setup])}
+
+    def record(self, batch: dict[str, Any], started: float) -> None:
+        run = self.runs[-1]
+        if run["first_batch_t"] is None:
+            run["first_batch_t"] = started
+            # Peak so far (setup), then restart the high-water mark for the training window.
+            run["rss_setup_peak_mb"] = _rss_high_water_mb(reset=True)
+        lengths = batch["attention_mask"].sum(1)
+        b, t = batch["attention_mask"].shape
+        run["batches"].append([int(b), int(t), int(lengths.sum()), int((lengths * lengths).sum())])
+
+    def wrap(self, collate: Any) -> Any:
+        """A collator that records what `collate` returns."""
+        def counting(features: list[dict[str, Any]]) -> dict[str, Any]:
+            started = time.perf_counter()
+            batch = collate(features)
+            self.record(batch, started)
+            return batch
+        return counting
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOPs. Forward matmul FLOPs of a BERT encoder, per sequence of length T:
+#   2 * L * (4 H^2 + 2 H I) * T      projections Q, K, V, O and the two FFN matrices
+#   + 4 * L * H * T^2                attention scores QK^T and the weighted sum with V
+#   + 2 * H^2                        the head's dense layer on the first token (the C outputs of
+#                                    the last layer, C <= 3, are left out)
+# Training = 3 x forward (the backward pass costs two forwards). The embedding lookup, softmax,
+# LayerNorm, GELU and the optimizer are not matmuls and are not counted. "computed" counts every
+# position the model was given (pads included: they are computed); "useful" counts the real tokens
+# only, so useful <= computed, and their ratio is the cost of padding.
+
+
+def model_dims(config: Any) -> dict[str, int]:
+    return {"layers": config.num_hidden_layers, "hidden": config.hidden_size,
+            "intermediate": config.intermediate_size}
+
+
+def batch_flops(batch: list[int], dims: dict[str, int]) -> tuple[float, float]:
+    """(computed, useful) training FLOPs of one batch record [rows, padded T, real, sum real^2]."""
+    rows, t, real, sumsq = batch
+    L, H, inter = dims["layers"], dims["hidden"], dims["intermediate"]
+    per_token, attn, head = 2 * L * (4 * H * H + 2 * H * inter), 4 * L * H, 2 * H * H
+    computed = per_token * rows * t + attn * rows * t * t + head * rows
+    useful = per_token * real + attn * sumsq + head * rows
+    return 3.0 * computed, 3.0 * useful
+
+
+def matmul_peak(dims: dict[str, int], rows: tuple[int, ...], seconds: float = 0.3
+                ) -> dict[str, Any]:
+    """Best fp32 `torch.mm` FLOP/s at the encoder's shapes: (rows, H) x (H, I), (rows, I) x (I, H),
+    (rows, H) x (H, H), rows = batch size x a typical padded length. This is the peak the model's
+    own matmuls could reach on this machine now, with torch's default threads; MFU is relative
+    to it (a spec-sheet peak would need the CPU's AVX width and clock under load)."""
+    import torch
+
+    H, inter = dims["hidden"], dims["intermediate"]
+    shapes, best = {}, 0.0
+    with torch.no_grad():
+        for m in rows:
+            for k, n in ((H, inter), (inter, H), (H, H)):
+                a, b = torch.randn(m, k), torch.randn(k, n)
+                torch.mm(a, b)  # first call: thread pool and kernel selection
+                count, start = 0, time.perf_counter()
+                while (elapsed := time.perf_counter() - start) < seconds:
+                    torch.mm(a, b)
+                    count += 1
+                rate = 2.0 * m * k * n * count / elapsed
+                shapes[f"({m},{k})x({k},{n})"] = rate
+                best = max(best, rate)
+    return {"flops_per_s": best, "shapes": shapes}
+
+
+# ---------------------------------------------------------------------------------------------
+# From raw runs to rates
+
+
+def window_totals(runs: list[dict[str, Any]], dims: dict[str, int], steady: bool
+                  ) -> dict[str, float]:
+    """Sums over the timed window of every run.
+
+    steady=True: from the end of each run's first optimizer step to the end of its last one, so
+    the window holds steps 2..n (the first step, with one-off costs, is left out of time AND
+    counts). steady=False: from the start of the first batch's collation to the end of the last
+    step (steps 1..n). Batches collated ahead of their step (a DataLoader's look-ahead) are matched
+    to steps by order: batch i belongs to step i.
+    """
+    tot = dict.fromkeys(("seconds", "steps", "samples", "real_tokens", "padded_tokens",
+                         "flops_computed", "flops_useful"), 0.0)
+    for run in runs:
+        n = len(run["step_t"])
+        if n == 0 or (steady and n < 2):
+            continue
+        first = 1 if steady else 0
+        start = run["step_t"][0] if steady else run["first_batch_t"]
+        tot["seconds"] += run["step_t"][n - 1] - start
+        for batch in run["batches"][first:n]:
+            computed, useful = batch_flops(batch, dims)
+            tot["steps"] += 1
+            tot["samples"] += batch[0]
+            tot["padded_tokens"] += batch[0] * batch[1]
+            tot["real_tokens"] += batch[2]
+            tot["flops_computed"] += computed
+            tot["flops_useful"] += useful
+    return tot
+
+
+def rates(tot: dict[str, float], peak: float) -> dict[str, float]:
+    s = tot["seconds"] or float("nan")
+    return {"seconds": tot["seconds"], "steps": tot["steps"],
+            "samples_per_s": tot["samples"] / s, "real_tokens_per_s": tot["real_tokens"] / s,
+            "padded_tokens_per_s": tot["padded_tokens"] / s,
+            "pad_fraction": 1 - tot["real_tokens"] / tot["padded_tokens"]
+            if tot["padded_tokens"] else float("nan"),
+            "s_per_step": s / tot["steps"] if tot["steps"] else float("nan"),
+            "mfu_computed": tot["flops_computed"] / s / peak,
+            "mfu_useful": tot["flops_useful"] / s / peak}
+
+
+def median(values: list[float]) -> float:
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes: one per measurement, so that peak RSS belongs to one method and no method
+# inherits another's warm caches or allocator state.
+
+
+def run_child(script: Path, config: dict[str, Any], workdir: Path, tag: str) -> dict[str, Any]:
+    config_path, result_path = workdir / f"{tag}.config.json", workdir / f"{tag}.result.json"
+    log_path = workdir / f"{tag}.log"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    start = time.perf_counter()
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run([sys.executable, str(script), "--child", str(config_path),
+                               str(result_path)], stdout=log, stderr=subprocess.STDOUT,
+                              cwd=REPO, check=False)
+    if proc.returncode != 0 or not result_path.is_file():
+        tail = "".join(log_path.read_text(encoding="utf-8").splitlines(True)[-30:])
+        raise RuntimeError(f"{tag}: child exited with {proc.returncode}; end of {log_path}:"
+                           f"\n{tail}")
+    # Wall time of the whole child (imports, model loads, tokenization or its cache): context only.
+    return {**json.loads(result_path.read_text(encoding="utf-8")),
+            "child_wall_s": time.perf_counter() - start}
+
+
+def patch_mtdnn(meter: Meter, unfused_adamw: bool = False,
+                collate_s: list[float] | None = None) -> None:
+    """Instruments mtdnn's real training loop in this (child) process, without editing the
+    package: `train()` builds its collator and optimizer from the module-level names `Collator`
+    and `_optimizer` at call time, so swapping those names here is enough.
+
+    unfused_adamw: build torch's default per-tensor AdamW loop instead of the fused kernel the
+        package uses, with the same parameter groups and hyper-parameters.
+    collate_s: if given, collation times are appended to it.
+    """
+    import torch
+
+    import mtdnn.trainer as trainer_mod
+
+    class CountingCollator(trainer_mod.Collator):
+        def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+            started = time.perf_counter()
+            batch = super().__call__(rows)
+            if collate_s is not None:
+                collate_s.append(time.perf_counter() - started)
+            meter.record(batch, started)
+            return batch
+
+    trainer_mod.Collator = CountingCollator
+    if unfused_adamw:
+        build = trainer_mod._optimizer
+
+        def unfused(model: Any, spec: Any) -> torch.optim.Optimizer:
+            # A group's own fused/foreach entries would override the constructor's.
+            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")}
+                      for g in build(model, spec).param_groups]
+            return torch.optim.AdamW(groups, fused=False, foreach=False)
+        trainer_mod._optimizer = unfused
+
+
+def child_env() -> None:
+    """Settings every child starts with: offline, and no tokenizer threads competing with torch's
+    (tokenization happens before the timed window anyway)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "nan" if v != v else f"{v:.3g}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bar_plot(values: dict[str, list[float]], ylabel: str, title: str, path: str,
+             colors: list[str] | None = None) -> None:
+    """Bars at the median of each label's values, whiskers from min to max."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on benchmark machines
+    import matplotlib.pyplot as plt
+
+    labels = list(values)
+    med = [median(values[k]) for k in labels]
+    err = [[m - min(values[k]) for m, k in zip(med, labels, strict=True)],
+           [max(values[k]) - m for m, k in zip(med, labels, strict=True)]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(labels, med, yerr=err, capsize=6, color=colors)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    return (f"{m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), "
+            f"torch {m['torch']} with {m['torch_threads']} threads, transformers "
+            f"{m['transformers']}, Python {m['python']}")
