@@ -2,7 +2,8 @@
 
 Every task split becomes a table with the same columns, whatever its source:
 `text_a`, `text_b` (pairs only), `label` (class id, float score, or 0/1 relevance; absent when the
-split has no labels, as GLUE test sets), and `id` (the row id used in predictions). Ranking tasks add
+split has no labels, as GLUE test sets), and `id` (the row id used in predictions). Ranking tasks
+add
 `query_id`: the rows of one query are scored together.
 
 Local files are read with quoting turned off for TSV (GLUE's files contain stray quotes that default
@@ -48,7 +49,7 @@ class Rows:
         return len(self.text_a)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Reading raw records
 
 
@@ -109,8 +110,9 @@ def _column_getter(col: Column, header: list[str] | None, fmt: str, where: str, 
     if isinstance(col, int):
         return lambda rec: rec[col] if col < len(rec) else None
     if header is None:
-        raise DataError(where, [f"{key}: column {col!r} given by name, but the file is read without "
-                                "a header (header: false): give its 0-based position instead"])
+        raise DataError(where, [f"{key}: column {col!r} given by name, but the file is read "
+                                "without a header (header: false): give its 0-based position "
+                                "instead"])
     if col not in header:
         raise DataError(where, [f"{key}: no column {col!r} in the header "
                                 f"{header} (fix the column name, or set header: false and use "
@@ -210,7 +212,8 @@ def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> Rows:
                                    revision=hub.revision)
     except Exception as e:  # the datasets library raises many types for "not reachable/not found"
         raise DataError(where, [f"split {hub.splits[split]!r} could not be loaded: {e} (offline? "
-                                "set data_dir to a local copy, or check the dataset name)"]) from None
+                                "set data_dir to a local copy, or check the dataset name)"]
+                        ) from None
     key = f"tasks.{task.name}.hub"
     text_cols = hub.text or task.text
     label_col = hub.label if hub.label is not None else task.label
@@ -290,14 +293,14 @@ def read_split(spec: Spec, task: TaskSpec, split: str) -> Rows:
     return _read_hub(task, split, task.hub)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Tokenization
 
 
 def ranking_groups(rows: Rows, max_candidates: int) -> list[list[int]]:
     """Training groups for listwise ranking: each group is one relevant row followed by up to
-    `max_candidates - 1` irrelevant rows of the same query. A query's irrelevant rows are spread over
-    as many groups as needed, so every candidate is seen each epoch, without random sampling.
+    `max_candidates - 1` irrelevant rows of the same query. A query's irrelevant rows are spread
+    over as many groups as needed, so every candidate is seen each epoch, without random sampling.
     Queries with no relevant or no irrelevant row carry no listwise signal and are left out."""
     assert rows.labels is not None and rows.query_ids is not None
     by_query: dict[int, tuple[list[int], list[int]]] = {}

@@ -112,7 +112,7 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Checkpoint-level API
 
 
@@ -128,8 +128,8 @@ def _checkpoint_spec(checkpoint: str | Path, data_dir: str | None, overrides=())
 def evaluate(checkpoint: str | Path, tasks: list[str] | None = None, split: str = "dev",
              data_dir: str | None = None, batch_size: int = 128
              ) -> dict[str, dict[str, dict[str, float]]]:
-    """Scores a checkpoint on a labelled split of its tasks, read from the sources of the spec it was
-    trained with (`data_dir` points at another local copy).
+    """Scores a checkpoint on a labelled split of its tasks, read from the sources of the spec it
+    was trained with (`data_dir` points at another local copy).
 
     Returns:
         {task: {split: {metric: value}}}

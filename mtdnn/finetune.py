@@ -43,7 +43,8 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
     checkpoint = Path(checkpoint)
     if not (checkpoint / "spec.yaml").is_file():
         raise SpecError(str(checkpoint), ["not an mtdnn checkpoint (no spec.yaml); give a "
-                                          "directory written by `mtdnn train`, e.g. runs/demo/best"])
+                                          "directory written by `mtdnn train`, e.g. "
+                                          "runs/demo/best"])
     source = Path(spec_path) if spec_path else checkpoint / "spec.yaml"
     base = load_spec(source)
     names = [t.name for t in base.tasks]

@@ -1,8 +1,8 @@
 """Task-type heads and their losses.
 
 Every head reads the first token's final hidden state ([CLS] / <s>) and is the same small network,
-`dropout -> dense -> activation -> dropout -> linear`: the shape of RoBERTa's classification head, and
-of BERT's pooler followed by its classifier. Keeping that shape is what lets a task be exported later
+`dropout -> dense -> activation -> dropout -> linear`: the shape of RoBERTa's classification head,
+and of BERT's pooler followed by its classifier. Keeping that shape is what lets a task be exported
 as a plain `AutoModelForSequenceClassification` with identical outputs.
 
 | task type      | outputs per sequence | loss                                                    |

@@ -150,9 +150,11 @@ class MultiTaskModel(nn.Module):
         tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in
                    self.heads.state_dict().items()}
         if self.task_embedding is not None:
-            tensors["task_embedding.weight"] = self.task_embedding.weight.detach().cpu().contiguous()
+            weight = self.task_embedding.weight.detach()
+            tensors["task_embedding.weight"] = weight.contiguous().cpu()
         save_file(tensors, str(directory / HEADS_FILE), metadata={"format": "pt"})
-        registry = {"format_version": FORMAT_VERSION, "task_embedding": self.task_embedding is not None,
+        registry = {"format_version": FORMAT_VERSION,
+                    "task_embedding": self.task_embedding is not None,
                     "tasks": [asdict(t) for t in self.tasks.values()], **(extra or {})}
         (directory / REGISTRY_FILE).write_text(json.dumps(registry, indent=2), encoding="utf-8")
 

@@ -32,7 +32,8 @@ def _assert_same_run(a: Path, b: Path) -> None:
     assert ta.keys() == tb.keys()
     for k in ta:
         assert ta[k].equal(tb[k]), f"{k} differs"
-    assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (a, b)]
+    assert metrics[0] == metrics[1]
     log_a = [json.loads(x) for x in (a / "train_log.jsonl").read_text().splitlines()]
     log_b = [json.loads(x) for x in (b / "train_log.jsonl").read_text().splitlines()]
     strip = [{k: v for k, v in r.items() if k != "elapsed_s"} for r in log_a]
