@@ -26,7 +26,15 @@ import yaml
 
 TaskType = Literal["classification", "regression", "ranking"]
 SPLITS = ("train", "dev", "test")
-Column = Union[str, int]  # a column name, or a 0-based position in headerless files
+# A column name, or a 0-based position in headerless files. Union, not `str | int`: the converter
+# reads this alias at run time, where `|` of two types only exists from Python 3.10.
+Column = Union[str, int]  # noqa: UP007
+# The names of mtdnn.weighting.WEIGHTINGS and mtdnn.gradsurgery.SURGERIES, kept here so that reading
+# a spec does not import torch (tests/test_weighting.py pins them to the registries).
+WeightingName = Literal["static", "uncertainty", "dwa", "gradnorm"]
+JOINT_ONLY_WEIGHTINGS = ("gradnorm",)  # they compare the tasks within a step
+SurgeryName = Literal["none", "pcgrad", "cagrad"]
+MAX_CAGRAD_TASKS = 12  # cagrad's exact dual solver visits all 2^K - 1 task subsets
 
 
 class SpecError(ValueError):
@@ -39,7 +47,7 @@ class SpecError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s):\n{lines}")
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # The dataclasses. Field comments are the reference documentation of the spec format.
 
 
@@ -109,12 +117,24 @@ class TrainSpec:
     temperature: float = 2.0  # sampler=temperature: p_i ~ min(n_i, examples_cap)^(1/T)
     examples_cap: int | None = None
     group_by_length: bool = True  # length-grouped batches inside each task; mixture unchanged
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp32 on CPU, bf16/fp16 on GPU
+    # auto: fp32 on CPU, bf16 on GPUs that have it, else fp16
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     eval_every: int | None = None  # optimizer steps between dev evaluations; None: every epoch
     log_every: int = 10
     report_to: tuple[str, ...] = ("auto",)  # Accelerate trackers; auto: tensorboard if installed
     save_every: int | None = None  # optimizer steps between resumable checkpoints; None: at evals
     save_total_limit: int = 2  # resumable checkpoints kept (the newest); `best/` is kept apart
+    # Multi-task strategies (README "Multi-task strategies"). alternating: one task per micro-batch,
+    # picked by the sampler (MT-DNN); joint: each micro-step runs one batch of EVERY task, and an
+    # epoch is as many joint steps as process the batches of an alternating epoch (total / K).
+    step_mode: Literal["alternating", "joint"] = "alternating"
+    loss_weighting: WeightingName = "static"  # see mtdnn/weighting.py; gradnorm: joint only
+    weighting_lr: float | None = None  # lr of learned loss weights; null: learning_rate
+    dwa_temperature: float = 2.0  # dwa: w ~ exp(r / T); larger T, more uniform weights
+    dwa_period: int | None = None  # dwa: optimizer steps per loss-averaging period; null: an epoch
+    gradnorm_alpha: float = 1.5  # gradnorm: how strongly slower tasks are pushed (0: equal norms)
+    gradient_surgery: SurgeryName = "none"  # see mtdnn/gradsurgery.py; joint only
+    cagrad_c: float = 0.5  # cagrad: radius around the mean gradient, 0 <= c < 1 (0: plain sum)
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,7 @@ class Spec:
     revision: str | None = None
     trust_remote_code: bool = False
     max_seq_length: int = 128
-    task_embedding: bool = False  # a learned per-task vector added to the input embeddings (ERNIE 2.0)
+    task_embedding: bool = False  # a learned per-task vector added to the input embeddings (ERNIE)
     output_dir: str = "runs/mtdnn"
     data_dir: str | None = None  # local data root; tasks with `files` read from here
     seed: int = 42
@@ -179,7 +199,7 @@ def unknown_name_message(kind: str, name: str, known: typing.Iterable[str]) -> s
     return f"unknown {kind} '{name}'{hint} (known: {', '.join(known) or 'none'})"
 
 
-# ---------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
 # Converting plain data into the dataclasses, collecting every problem.
 
 _SCIENTIFIC = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -389,7 +409,43 @@ def _check_run(spec: Spec, c: _Converter) -> None:
         c.fail("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     if spec.max_seq_length < 8:
         c.fail("max_seq_length", f"must be >= 8, got {spec.max_seq_length}")
+    _check_strategy(spec, c)
     _check_files(spec, c)
+
+
+def _check_strategy(spec: Spec, c: _Converter) -> None:
+    """Which combinations of step mode, loss weighting and gradient surgery are valid: alternating
+    steps take static, uncertainty or dwa weighting and no surgery; joint steps take any weighting
+    with any surgery."""
+    t = spec.train
+    if t.step_mode == "alternating" and t.loss_weighting in JOINT_ONLY_WEIGHTINGS:
+        c.fail("train.loss_weighting", f"'{t.loss_weighting}' needs train.step_mode=joint (it "
+               "compares the tasks within each step; an alternating step holds one task): set "
+               "step_mode: joint, or use static, uncertainty or dwa")
+    if t.loss_weighting != "static":
+        for task in spec.tasks:
+            if task.loss_weight != 1.0:
+                c.fail(f"tasks.{task.name}.loss_weight", f"{task.loss_weight} is used by "
+                       f"train.loss_weighting=static only ('{t.loss_weighting}' sets the weights "
+                       "itself): remove it, or set loss_weighting: static")
+    if t.step_mode == "alternating" and t.gradient_surgery != "none":
+        c.fail("train.gradient_surgery", f"'{t.gradient_surgery}' needs train.step_mode=joint (it "
+               "combines the gradients of every task of a step; an alternating step holds one "
+               "task): set step_mode: joint, or gradient_surgery: none")
+    if t.gradient_surgery == "cagrad" and len(spec.tasks) > MAX_CAGRAD_TASKS:
+        c.fail("train.gradient_surgery", f"cagrad solves its dual exactly over 2^K task subsets, "
+               f"for at most {MAX_CAGRAD_TASKS} tasks (this spec has {len(spec.tasks)}): use "
+               "pcgrad")
+    if t.weighting_lr is not None and not t.weighting_lr > 0:
+        c.fail("train.weighting_lr", f"must be > 0 or null, got {t.weighting_lr}")
+    if not t.dwa_temperature > 0:
+        c.fail("train.dwa_temperature", f"must be > 0, got {t.dwa_temperature}")
+    if t.dwa_period is not None and t.dwa_period < 1:
+        c.fail("train.dwa_period", f"must be >= 1 or null, got {t.dwa_period}")
+    if t.gradnorm_alpha < 0:
+        c.fail("train.gradnorm_alpha", f"must be >= 0, got {t.gradnorm_alpha}")
+    if not 0 <= t.cagrad_c < 1:
+        c.fail("train.cagrad_c", f"must be in [0, 1), got {t.cagrad_c}")
 
 
 def _check_files(spec: Spec, c: _Converter) -> None:

@@ -1,7 +1,8 @@
 """The multi-task training loop, on Accelerate. It reads top to bottom:
 
     setup      spec -> tokenizer -> task data -> model -> sampler -> optimizer/schedule -> prepare
-    train      each optimizer step: micro-batches (one task each) -> weighted loss -> backward -> step
+    train      each optimizer step: micro-batches (one task each) -> weighted loss -> backward
+               -> step (joint mode: one batch of every task per micro-step, see `_JointStep`)
     evaluate   every `eval_every` steps (or epoch) and at the end; keep the best checkpoint
     finish     metrics.json, results.md, train_log.jsonl
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mtdnn.collate import Collator
@@ -33,10 +35,12 @@ from mtdnn.evaluation import (
     mean_main_metric,
     results_table,
 )
+from mtdnn.gradsurgery import GradientSurgery, SharedGradients, make_surgery
 from mtdnn.metrics import DEFAULT_METRICS
 from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder, resolve_encoder
 from mtdnn.sampler import MultiTaskBatchSampler
 from mtdnn.spec import Spec, TaskSpec, save_spec
+from mtdnn.weighting import LossWeighting, SharedLayerProbe, make_weighting, shared_layer_weight
 
 
 @dataclass
@@ -131,7 +135,109 @@ class _TaskStream:
         return task, {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
 
-def _optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
+def task_samplers(trainable: dict[str, TaskData], spec: Spec, num_replicas: int = 1,
+                  rank: int = 0) -> dict[str, MultiTaskBatchSampler]:
+    """Joint mode: one endless batch sampler per task, a one-task `MultiTaskBatchSampler` (the
+    same shuffling, length grouping, sharding over processes and exact resume as the mixing
+    sampler); each task cycles through its own epochs. Each task's seed is drawn from (seed, task
+    position), so two tasks of the same size are not shuffled alike."""
+    t = spec.train
+    return {name: MultiTaskBatchSampler(
+        [(name, len(d.train))], t.batch_size,
+        seed=int(np.random.SeedSequence([spec.seed, i]).generate_state(1)[0]),
+        num_replicas=num_replicas, rank=rank, lengths={name: d.train["length"]},
+        group_by_length=t.group_by_length) for i, (name, d) in enumerate(trainable.items())}
+
+
+def _average_grads(accelerator: Any, params: list[torch.nn.Parameter]) -> None:
+    """Averages `.grad` over processes in one all-reduce, for gradients DDP does not reduce (a
+    surgery step's, learned loss weights outside the model). Every process runs the same tasks, so
+    the same parameters hold a gradient everywhere. One process: nothing to do."""
+    params = [p for p in params if p.grad is not None]
+    if accelerator.num_processes == 1 or not params:
+        return
+    flat = accelerator.reduce(torch.cat([p.grad.reshape(-1) for p in params]), "mean")
+    for p, g in zip(params, flat.split([p.numel() for p in params]), strict=True):
+        p.grad = g.view_as(p)
+
+
+class _JointStep:
+    """The gradients of one joint optimizer step: each micro-step runs one batch of EVERY task.
+
+    Each task's term of the weighted loss is backpropagated right after its forward pass, so one
+    task's activations are held at a time; the gradient of the sum is the sum of the terms'. With
+    no surgery, DDP all-reduces once, in the step's last backward (as in alternating mode). With
+    surgery, every backward stays local and the gradients are averaged over processes here, the
+    per-task ones before the surgery (which is not linear): the result is that of one process with
+    the global batch. GradNorm's probe records each task's gradient at the last shared layer.
+    """
+
+    def __init__(self, streams: dict[str, _TaskStream], model: Any, weighting: LossWeighting,
+                 surgery: GradientSurgery | None, accelerator: Any, accum: int):
+        self.streams, self.model, self.weighting, self.surgery = streams, model, weighting, surgery
+        self.accelerator, self.accum = accelerator, accum
+        encoder = accelerator.unwrap_model(model).encoder
+        self.shared = SharedGradients(encoder.parameters(), len(streams)) if surgery else None
+        self.probe = SharedLayerProbe(shared_layer_weight(encoder), list(streams)) \
+            if weighting.needs_grad_norms else None
+
+    def backward(self, step: int) -> dict[str, list[torch.Tensor]]:
+        """Runs the step's forward and backward passes and leaves its gradients in `.grad`.
+        Returns each task's losses, one per micro-step."""
+        tasks = list(self.streams)
+        losses: dict[str, list[torch.Tensor]] = {task: [] for task in tasks}
+        for micro in range(self.accum):
+            for i, task in enumerate(tasks):
+                _, batch = next(self.streams[task])
+                last = micro == self.accum - 1 and i == len(tasks) - 1
+                sync = contextlib.nullcontext() if last and self.shared is None \
+                    else self.accelerator.no_sync(self.model)
+                if self.probe is not None:
+                    self.probe.task = i
+                with sync:
+                    loss = self.model(task, **batch)["loss"]
+                    self.accelerator.backward(self.weighting.task_loss(task, loss) / self.accum)
+                if self.shared is not None:
+                    self.shared.collect(i)  # moves the shared gradient out of `.grad`
+                losses[task].append(loss.detach())
+        if self.shared is not None:
+            shared = {id(p) for p in self.shared.params}
+            _average_grads(self.accelerator, [p for p in self.model.parameters()
+                                              if id(p) not in shared])
+            grads = self.shared.grads  # (K, D)
+            if self.accelerator.num_processes > 1:
+                grads = self.accelerator.reduce(grads, "mean")
+            self.shared.write(self.surgery(grads, step))
+            self.shared.reset()
+        return losses
+
+    def grad_norms(self) -> dict[str, torch.Tensor] | None:
+        """GradNorm's ||∇_W term_i|| of the step just run (global batch), or None."""
+        if self.probe is None:
+            return None
+        reduce = self.accelerator.reduce if self.accelerator.num_processes > 1 else None
+        norms = self.probe.norms(reduce)
+        self.probe.reset()
+        return norms
+
+
+def _update_loss_weights(accelerator: Any, weighting: LossWeighting, step: int,
+                         losses: dict[str, list[torch.Tensor]],
+                         grad_norms: dict[str, torch.Tensor] | None) -> None:
+    """Before the optimizer step: learned loss weights (outside the DDP model) get the gradient of
+    the global batch, and the methods that follow the losses (dwa, gradnorm) see the step's mean
+    losses, averaged over processes."""
+    _average_grads(accelerator, list(weighting.parameters()))
+    if weighting.needs_losses:
+        names = list(losses)
+        means = torch.stack([torch.stack(losses[n]).mean() for n in names])
+        if accelerator.num_processes > 1:
+            means = accelerator.reduce(means, "mean")
+        weighting.update(step, dict(zip(names, means.unbind(), strict=True)), grad_norms)
+
+
+def _optimizer(model: torch.nn.Module, spec: Spec,
+               loss_weights: list[torch.nn.Parameter] | None = None) -> torch.optim.Optimizer:
     t = spec.train
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -139,6 +245,9 @@ def _optimizer(model: torch.nn.Module, spec: Spec) -> torch.optim.Optimizer:
         (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
     groups = [{"params": decay, "weight_decay": t.weight_decay},
               {"params": no_decay, "weight_decay": 0.0}]
+    if loss_weights:  # learned loss weights: their own learning rate, no decay (it pulls them to 0)
+        groups.append({"params": loss_weights, "weight_decay": 0.0,
+                       "lr": t.weighting_lr or t.learning_rate})
     # The fused kernel updates every tensor in one call: on CPU the default per-tensor loop took
     # ~1.1 s of a ~4 s MiniLM step, fused ~0.08 s (compare: bench_throughput.py, mtdnn-unfused).
     fused = all(p.device.type in ("cpu", "cuda") for p in model.parameters())
@@ -313,31 +422,53 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         lengths={name: d.train["length"] for name, d in trainable.items()},
         group_by_length=t.group_by_length)
     steps_per_epoch = max(1, len(sampler) // t.gradient_accumulation_steps)
+    joint = t.step_mode == "joint"
+    samplers = task_samplers(trainable, spec, accelerator.num_processes,
+                             accelerator.process_index) if joint else {}
+    if joint:
+        # An epoch is as many joint steps (K batches each) as process the batches of an
+        # alternating epoch: `epochs` buys the same compute in both modes. Each task cycles through
+        # its own sampler: small tasks repeat within an epoch, large ones are not finished.
+        steps_per_epoch = max(1, math.ceil(len(sampler) / len(samplers))
+                              // t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
     eval_every = t.eval_every or steps_per_epoch
     save_every = t.save_every or eval_every
-    optimizer = _optimizer(model, spec)
+    weighting = make_weighting(spec, list(trainable), steps_per_epoch).to(accelerator.device)
+    optimizer = _optimizer(model, spec, list(weighting.parameters()))
     scheduler = get_scheduler(
         {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[t.scheduler],
         optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
         num_training_steps=total_steps)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if weighting.state_dict():  # learned weights, loss history: saved with every checkpoint
+        accelerator.register_for_checkpointing(weighting)
     collator = Collator(tokenizer.pad_token_id)
-    weights = {d.spec.name: d.spec.loss_weight for d in data.values()}
 
     first_step, best_score, best_step, best_results = 1, -math.inf, None, {}
     running: dict[str, list] = {}
     if resume_from is not None:
         state = json.loads((resume_from / STATE_FILE).read_text(encoding="utf-8"))
+        if joint != ("task_samplers" in state):
+            raise ValueError(f"{resume_from} was saved with train.step_mode="
+                             f"{'joint' if 'task_samplers' in state else 'alternating'}: resume "
+                             "it with that step mode")
         accelerator.load_state(str(resume_from / "accelerate"))  # weights, optimizer, RNGs
         sampler.load_state_dict(state["sampler"])
+        for name, task_sampler in samplers.items():
+            task_sampler.load_state_dict(state["task_samplers"][name])
         first_step = state["step"] + 1
         best_score = state["best_score"] if state["best_score"] is not None else -math.inf
         best_step, best_results = state["best_step"], state["best_results"]
         running = {k: [torch.tensor(v, device=accelerator.device) for v in vs]
                    for k, vs in state["running"].items()}
         accelerator.print(f"mtdnn: resumed from {resume_from} at step {state['step']}")
-    stream = _TaskStream(sampler, trainable, collator, accelerator.device)
+    if joint:
+        joint_step = _JointStep({name: _TaskStream(s, trainable, collator, accelerator.device)
+                                 for name, s in samplers.items()}, model, weighting,
+                                make_surgery(spec), accelerator, t.gradient_accumulation_steps)
+    else:
+        stream = _TaskStream(sampler, trainable, collator, accelerator.device)
 
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
@@ -373,27 +504,43 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         f"mtdnn: {len(trainable)} tasks, {sum(len(d.train) for d in trainable.values())} training "
         f"examples, {total_steps} steps ({steps_per_epoch}/epoch), {accelerator.num_processes} "
         f"process(es) on {accelerator.device}, mixed precision: {accelerator.mixed_precision}")
+    if joint or not weighting.constant:
+        accelerator.print(f"mtdnn: {t.step_mode} steps, loss weighting: {t.loss_weighting}, "
+                          f"gradient surgery: {t.gradient_surgery}")
     bar = tqdm(total=total_steps, initial=first_step - 1, desc="training", dynamic_ncols=True,
                disable=not (progress and accelerator.is_local_main_process))
     start = time.perf_counter()
     accum = t.gradient_accumulation_steps
     for step in range(first_step, total_steps + 1):
-        for micro in range(accum):
-            task, batch = next(stream)
-            # Gradients are all-reduced once per optimizer step, on the last micro-batch.
-            sync = contextlib.nullcontext() if micro == accum - 1 else accelerator.no_sync(model)
-            with sync:
-                loss = model(task, **batch)["loss"]
-                accelerator.backward(loss * (weights[task] / accum))
-            running.setdefault(task, []).append(loss.detach())
+        log_now = step % t.log_every == 0 or step == total_steps
+        # The weights this step trains with (learned ones move in optimizer.step()).
+        weights_used = weighting.weights() if log_now and not weighting.constant else {}
+        if joint:  # one batch of every task per micro-step
+            step_losses = joint_step.backward(step)
+        else:
+            step_losses = {}
+            for micro in range(accum):
+                task, batch = next(stream)
+                # Gradients are all-reduced once per optimizer step, on the last micro-batch.
+                sync = contextlib.nullcontext() if micro == accum - 1 \
+                    else accelerator.no_sync(model)
+                with sync:
+                    loss = model(task, **batch)["loss"]
+                    accelerator.backward(weighting.task_loss(task, loss) / accum)
+                step_losses.setdefault(task, []).append(loss.detach())
+        for task, values in step_losses.items():
+            running.setdefault(task, []).extend(values)
+        _update_loss_weights(accelerator, weighting, step, step_losses,
+                             joint_step.grad_norms() if joint else None)
         if t.max_grad_norm is not None:
             accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
+        weighting.after_step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         bar.update(1)
 
-        if step % t.log_every == 0 or step == total_steps:
+        if log_now:
             # The only host sync of the step loop: losses stay on device between logs.
             # Every rank ran the same tasks: the mean over ranks is the mean over global batches.
             losses = {task: accelerator.reduce(torch.stack(v).mean(), "mean").item()
@@ -401,8 +548,10 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
             running.clear()
             bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
             log({"step": step, "epoch": round(step / steps_per_epoch, 4),
-                 "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - start, 2),
-                 **{f"loss/{k}": v for k, v in losses.items()}})
+                 "lr": scheduler.get_last_lr()[0],
+                 "elapsed_s": round(time.perf_counter() - start, 2),
+                 **{f"loss/{k}": v for k, v in losses.items()},
+                 **{f"weight/{k}": v.item() for k, v in weights_used.items()}})
 
         if step % eval_every == 0 or step == total_steps:
             results = evaluate_all(step)
@@ -410,12 +559,16 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
             if results and score > best_score:
                 best_score, best_step, best_results = score, step, results
                 if accelerator.is_main_process:
+                    learned = {} if weighting.constant else {"loss_weights": {
+                        k: v.item() for k, v in weighting.weights().items()}}
                     save_checkpoint(accelerator.unwrap_model(model), tokenizer, spec,
-                                    out / "best", {"step": step, "score": score})
+                                    out / "best", {"step": step, "score": score, **learned})
             accelerator.wait_for_everyone()
         if step % save_every == 0 and step < total_steps or step == stop_after:
             _save_training_state(accelerator, out, {
                 "step": step, "sampler": sampler.state_dict(),
+                **({"task_samplers": {k: s.state_dict() for k, s in samplers.items()}}
+                   if joint else {}),
                 "best_score": best_score if best_step is not None else None,
                 "best_step": best_step, "best_results": best_results,
                 # Means over ranks, so every rank resumes with the same (global) partial losses.
