@@ -104,7 +104,8 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
     for task, splits in metrics.items():
         for name, value in splits.get("dev", {}).items():
             base = baselines.get(task, {}).get(name)
-            base_text = f"{100 * base:.2f}" if base is not None else "-"
+            # round first: a constant's correlation of -1e-17 would print as "-0.00"
+            base_text = f"{round(100 * base, 2) + 0.0:.2f}" if base is not None else "-"
             lines.append(f"| {task} | {name} | {100 * value:.2f} | {base_text} |")
     lines.append("")
     lines.append("Values x100. Baseline: most frequent training class (classification), mean "

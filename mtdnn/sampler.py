@@ -60,7 +60,8 @@ class MultiTaskBatchSampler:
     Args:
         task_sizes: task name -> number of examples, as a dict or (name, n) pairs. The order
             matters: it is part of the seeds.
-        batch_size: examples per rank per step.
+        batch_size: examples per rank per step; a mapping gives each task its own (e.g. fewer
+            listwise ranking groups, which hold several sequences each).
         strategy: one of `STRATEGIES`.
         temperature: T of the temperature strategy (> 0).
         examples_cap: caps n_i in the temperature formula (None = no cap).
@@ -80,7 +81,8 @@ class MultiTaskBatchSampler:
         ValueError: on an unknown strategy or any inconsistent or out-of-range argument.
     """
 
-    def __init__(self, task_sizes: Mapping[str, int] | Sequence[tuple[str, int]], batch_size: int,
+    def __init__(self, task_sizes: Mapping[str, int] | Sequence[tuple[str, int]],
+                 batch_size: int | Mapping[str, int],
                  *, strategy: str = "proportional", temperature: float = 2.0,
                  examples_cap: int | None = None, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, num_replicas: int = 1, rank: int = 0,
@@ -96,7 +98,14 @@ class MultiTaskBatchSampler:
         if strategy not in STRATEGIES:
             valid = ", ".join(STRATEGIES)
             raise ValueError(f"unknown strategy {strategy!r}; valid options: {valid}")
-        for name, value in (("batch_size", batch_size), ("num_replicas", num_replicas),
+        names = [name for name, _ in pairs]
+        per_task = dict(batch_size) if isinstance(batch_size, Mapping) else \
+            {str(name): batch_size for name in names}
+        if set(per_task) != {str(n) for n in names}:
+            raise ValueError(f"batch_size must name every task once: {sorted(per_task)} vs "
+                             f"{sorted(map(str, names))}")
+        for name, value in (*((f"batch_size[{k}]", v) for k, v in per_task.items()),
+                            ("num_replicas", num_replicas),
                             ("megabatch_mult", megabatch_mult), ("examples_cap", examples_cap)):
             if value is not None and operator.index(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
@@ -104,7 +113,8 @@ class MultiTaskBatchSampler:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         if not temperature > 0 or seed < 0:
             raise ValueError(f"need temperature > 0 and seed >= 0, got {temperature}, {seed}")
-        self.batch_size, self.strategy, self.temperature = batch_size, strategy, float(temperature)
+        self.batch_size = dict(batch_size) if isinstance(batch_size, Mapping) else batch_size
+        self.strategy, self.temperature = strategy, float(temperature)
         self.examples_cap, self.seed, self.shuffle = examples_cap, seed, shuffle
         self.drop_last, self.num_replicas, self.rank = drop_last, num_replicas, rank
         self.group_by_length, self.megabatch_mult = group_by_length, megabatch_mult
@@ -118,8 +128,10 @@ class MultiTaskBatchSampler:
                     raise ValueError(f"lengths[{name!r}]: unknown task or not one length per "
                                      f"example (task sizes: {sizes})")
                 self._lengths[name] = np.asarray(lens, dtype=np.int64)
-        g = self.global_batch_size = batch_size * num_replicas
-        self.num_batches = [n // g if drop_last else -(-n // g) for _, n in self.task_sizes]
+        # Global batch per task (in task order): every rank takes its share of it.
+        self._global = [per_task[name] * num_replicas for name, _ in self.task_sizes]
+        self.num_batches = [n // g if drop_last else -(-n // g)
+                            for (_, n), g in zip(self.task_sizes, self._global)]
         self._active = [t for t, nb in enumerate(self.num_batches) if nb > 0]
         self._probs = self._compute_probs()
         self.epoch = self.position = 0
@@ -170,7 +182,8 @@ class MultiTaskBatchSampler:
     def _task_chunks(self, t: int, epoch: int, pass_: int) -> list[np.ndarray]:
         """Global batches of task position `t` for one pass through its examples."""
         name, n = self.task_sizes[t]
-        g, window = self.global_batch_size, self.global_batch_size * self.megabatch_mult
+        g = self._global[t]
+        window = g * self.megabatch_mult
         rng = np.random.default_rng([_SHUFFLE, self.seed, epoch, t, pass_])
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         lens = self._lengths.get(name)

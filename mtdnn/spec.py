@@ -89,6 +89,9 @@ class TaskSpec:
     loss_weight: float = 1.0
     dropout: float = 0.1  # head dropout
     max_candidates: int = 8  # ranking, training only: candidates per listwise group
+    # Training rows per batch; default train.batch_size, and for ranking
+    # train.batch_size // max_candidates groups, so a batch holds about as many sequences as others
+    batch_size: int | None = None
     max_train_examples: int | None = None  # keep the first N training rows (quick runs, demos)
     max_eval_examples: int | None = None  # keep the first N dev/test rows
     files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
@@ -156,6 +159,14 @@ class Spec:
     train: TrainSpec = field(default_factory=TrainSpec)
     # where the spec came from, for messages (not a YAML key, so not part of equality)
     source: str = field(default="<spec>", compare=False)
+
+    def batch_size(self, task: TaskSpec) -> int:
+        """Training rows per batch of one task (see TaskSpec.batch_size)."""
+        if task.batch_size is not None:
+            return task.batch_size
+        if task.type == "ranking":
+            return max(1, self.train.batch_size // task.max_candidates)
+        return self.train.batch_size
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
@@ -373,6 +384,8 @@ def _check_task(task: TaskSpec, c: _Converter) -> None:
         c.fail(f"{key}.loss_weight", f"must be >= 0, got {task.loss_weight}")
     if not 0 <= task.dropout < 1:
         c.fail(f"{key}.dropout", f"must be in [0, 1), got {task.dropout}")
+    if task.batch_size is not None and task.batch_size < 1:
+        c.fail(f"{key}.batch_size", f"must be >= 1 or null, got {task.batch_size}")
     if task.max_candidates < 2:
         c.fail(f"{key}.max_candidates", f"must be >= 2, got {task.max_candidates}")
     for split in task.files:

@@ -143,7 +143,7 @@ def task_samplers(trainable: dict[str, TaskData], spec: Spec, num_replicas: int 
     position), so two tasks of the same size are not shuffled alike."""
     t = spec.train
     return {name: MultiTaskBatchSampler(
-        [(name, len(d.train))], t.batch_size,
+        [(name, len(d.train))], spec.batch_size(d.spec),
         seed=int(np.random.SeedSequence([spec.seed, i]).generate_state(1)[0]),
         num_replicas=num_replicas, rank=rank, lengths={name: d.train["length"]},
         group_by_length=t.group_by_length) for i, (name, d) in enumerate(trainable.items())}
@@ -416,7 +416,8 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     model.train()  # from_pretrained returns eval mode: dropout would be off
 
     sampler = MultiTaskBatchSampler(
-        [(name, len(d.train)) for name, d in trainable.items()], t.batch_size,
+        [(name, len(d.train)) for name, d in trainable.items()],
+        {name: spec.batch_size(d.spec) for name, d in trainable.items()},
         strategy=t.sampler, temperature=t.temperature, examples_cap=t.examples_cap,
         seed=spec.seed, num_replicas=accelerator.num_processes, rank=accelerator.process_index,
         lengths={name: d.train["length"] for name, d in trainable.items()},

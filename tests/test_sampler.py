@@ -268,3 +268,19 @@ def test_group_by_length_keeps_schedule_and_reduces_padding(strategy, replicas):
     before = sum(padding(p, lengths) for p in plain)
     after = sum(padding(g, lengths) for g in grouped)
     assert after < 0.5 * before
+
+
+def test_per_task_batch_sizes():
+    s = MultiTaskBatchSampler({"pairs": 50, "groups": 10}, {"pairs": 8, "groups": 3}, seed=3)
+    batches = list(s)
+    sizes = {"pairs": [], "groups": []}
+    for b in batches:
+        sizes[b.task].append(len(b.indices))
+    assert sorted(sizes["pairs"]) == [2] + [8] * 6  # ceil(50 / 8) = 7 batches
+    assert sorted(sizes["groups"]) == [1] + [3] * 3  # ceil(10 / 3) = 4 batches
+    assert len(s) == 11
+    with pytest.raises(ValueError, match="batch_size must name every task once"):
+        MultiTaskBatchSampler({"a": 5, "b": 5}, {"a": 2})
+    resumed = MultiTaskBatchSampler({"pairs": 50, "groups": 10}, {"pairs": 8, "groups": 3}, seed=3)
+    resumed.load_state_dict({**s.state_dict(), "epoch": 0, "position": 5})
+    assert list(resumed) == batches[5:]

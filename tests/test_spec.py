@@ -395,7 +395,8 @@ def test_cli_validate_demo_prints_the_row_counts(glue: Path):
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     counts = {m[0]: m[1] for m in re.findall(r"^  (\w+) +\w+ +files: (.*) rows$", r.stdout, re.M)}
-    wikiqa_train = wikiqa_rows_of_first_questions(glue / "WikiQA" / "train.tsv", 500)
+    limit = load_spec(SPECS / "demo.yaml").task("wikiqa").max_train_examples
+    wikiqa_train = wikiqa_rows_of_first_questions(glue / "WikiQA" / "train.tsv", limit)
     assert counts == {  # the README's table; sst2 and wikiqa train are cut by the demo's limits
         "rte": "train 2490, dev 277, test 3000",
         "mrpc": "train 3668, dev 408, test 1725",
@@ -419,3 +420,12 @@ def test_saved_spec_keeps_files_relative_so_a_new_data_dir_re_roots_them(tmp_pat
     moved = load_spec(tmp_path / "saved.yaml", [f"data_dir={copy}"])
     assert moved.task("rte").files["train"].path == str(copy / "RTE" / "train.tsv")
     assert load_spec(tmp_path / "saved.yaml") == spec
+
+
+def test_ranking_batches_count_groups_so_a_batch_holds_about_batch_size_sequences():
+    spec = load_spec(SPECS / "demo.yaml", ["train.batch_size=32", "tasks.rte.batch_size=16"])
+    assert spec.batch_size(spec.task("wikiqa")) == 32 // 8  # max_candidates 8
+    assert spec.batch_size(spec.task("rte")) == 16
+    assert spec.batch_size(spec.task("mrpc")) == 32
+    with pytest.raises(SpecError, match=r"tasks.rte.batch_size: must be >= 1 or null, got 0"):
+        load_spec(SPECS / "demo.yaml", ["tasks.rte.batch_size=0"])
