@@ -301,7 +301,7 @@ class _Converter:
                 item_types = [args[0]] * len(value)
             items = [self.convert(v, t, f"{key}[{i}]") for i, (v, t) in
                      enumerate(zip(value, item_types))]
-            return tuple(items)
+            return _BAD if any(x is _BAD for x in items) else tuple(items)
         if origin is dict:
             if not isinstance(value, dict):
                 self.fail(key, f"expected a mapping, got {value!r}")
@@ -327,7 +327,9 @@ class _Converter:
                 return value
         elif tp is Any:
             return value
-        self.fail(key, f"expected {_type_name(tp)}, got {value!r}")
+        hint = " (YAML reads yes/no/on/off as true/false: quote it, e.g. 'yes')" \
+            if tp is str and isinstance(value, bool) else ""
+        self.fail(key, f"expected {_type_name(tp)}, got {value!r}{hint}")
         return _BAD
 
     def dataclass(self, cls: type, value: Any, key: str, extra: dict | None = None) -> Any:

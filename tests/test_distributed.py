@@ -178,11 +178,14 @@ def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(
     spec_path = tiny_glue_spec(tasks="[rte, stsb, wikiqa]", steps=STEPS)
     common = [*SETTINGS, f"encoder={tiny_bert_no_dropout}"]
     one = tmp_path / "one"
-    train(load_spec(spec_path, [*common, f"output_dir={one}", f"train.batch_size={WORLD * B}"]),
+    # wikiqa: B listwise groups per process too (its default would be batch_size // 8 groups)
+    train(load_spec(spec_path, [*common, f"output_dir={one}", f"train.batch_size={WORLD * B}",
+                                f"tasks.wikiqa.batch_size={WORLD * B}"]),
           progress=False)
     two = tmp_path / "two"
     _launch(_train_rank, load_spec(spec_path, [*common, f"output_dir={two}",
-                                               f"train.batch_size={B}"]),
+                                               f"train.batch_size={B}",
+                                               f"tasks.wikiqa.batch_size={B}"]),
             out=tmp_path / "ranks")
 
     ta, tb = _tensors(one / "best"), _tensors(two / "best")

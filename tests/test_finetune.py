@@ -78,7 +78,7 @@ def test_a_task_the_checkpoint_lacks_needs_its_spec_and_gets_a_fresh_head(checkp
 
 
 def test_a_head_with_another_label_set_is_an_error_naming_the_fix(checkpoint, tmp_path):
-    spec = finetune_spec(checkpoint, "rte", ["tasks.rte.labels=[yes, no, maybe]"],
+    spec = finetune_spec(checkpoint, "rte", ["tasks.rte.labels=[pro, con, neutral]"],
                          output_dir=str(tmp_path / "ft"))
     with pytest.raises(SpecError, match=r"task 'rte': the checkpoint's head is a classification "
                        r"head with labels \['entailment', 'not_entailment'\].*--fresh-head"):

@@ -429,3 +429,13 @@ def test_ranking_batches_count_groups_so_a_batch_holds_about_batch_size_sequence
     assert spec.batch_size(spec.task("mrpc")) == 32
     with pytest.raises(SpecError, match=r"tasks.rte.batch_size: must be >= 1 or null, got 0"):
         load_spec(SPECS / "demo.yaml", ["tasks.rte.batch_size=0"])
+
+
+def test_a_bad_list_item_is_reported_once(base: Path):
+    # YAML reads yes/no as booleans: the message names the item, and no follow-up check sees
+    # a half-converted list.
+    with pytest.raises(SpecError) as err:
+        load_spec(base, ["tasks.rte.labels=[yes, no]"])
+    hint = " (YAML reads yes/no/on/off as true/false: quote it, e.g. 'yes')"
+    assert err.value.problems == [f"tasks.rte.labels[0]: expected a string, got True{hint}",
+                                  f"tasks.rte.labels[1]: expected a string, got False{hint}"]
