@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SPECS
 from safetensors.torch import load_file
 
-from conftest import SPECS
 from mtdnn.finetune import finetune_spec
 from mtdnn.model import MultiTaskModel
 from mtdnn.spec import SpecError, load_spec
