@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import SPECS, write_spec
+
 from mtdnn.model import MultiTaskModel
 from mtdnn.spec import load_spec
 from mtdnn.trainer import train
