@@ -97,8 +97,7 @@ def majority_baseline(info: TaskInfo, train: Rows, dev: Rows) -> dict[str, float
 
 
 def results_table(metrics: dict[str, dict[str, dict[str, float]]],
-                  baselines: dict[str, dict[str, float]], data: dict[str, Any] | None = None
-                  ) -> str:
+                  baselines: dict[str, dict[str, float]]) -> str:
     """A Markdown table: one row per task and metric, dev value next to the trivial baseline."""
     lines = ["| task | metric | dev | baseline |", "|---|---|---:|---:|"]
     for task, splits in metrics.items():

@@ -597,7 +597,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         (out / "metrics.json").write_text(json.dumps(
             {"best_step": best_step, "score": best_score if best_results else None,
              "tasks": metrics}, indent=2), encoding="utf-8")
-        table = results_table(metrics, baselines, data)
+        table = results_table(metrics, baselines)
         (out / "results.md").write_text(table + "\n", encoding="utf-8")
         accelerator.print(f"\nbest dev results (step {best_step}), checkpoint {out / 'best'}:\n\n"
                           f"{table}\n")

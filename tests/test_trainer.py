@@ -20,14 +20,7 @@ METRICS = {"rte": ["accuracy"], "stsb": ["pearson", "spearmanr"],
            "cola": ["matthews_correlation"], "wikiqa": ["map", "mrr", "p@1"]}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the tiny model gains nothing from more, and on a busy 2-core machine two
-    threads wait on each other (a training step is then several times slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(spec: Path, *overrides: str) -> TrainResult:
