@@ -94,6 +94,11 @@ class TaskSpec:
     batch_size: int | None = None
     max_train_examples: int | None = None  # keep the first N training rows (quick runs, demos)
     max_eval_examples: int | None = None  # keep the first N dev/test rows
+    # Hierarchical heads: the head reads the first token of this encoder layer (1 = the lowest,
+    # negative counts from the top, null = the last), e.g. a low-level task on a lower layer.
+    layer: int | None = None
+    # train.sharing=soft: tasks naming the same group share one encoder copy; null: the task's own.
+    encoder_group: str | None = None
     files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
     hub: HubSource | None = None  # used when `files` is empty or the run has no data_dir
 
@@ -116,9 +121,16 @@ class TrainSpec:
     max_steps: int | None = None  # optimizer steps; overrides epochs when set
     gradient_accumulation_steps: int = 1
     max_grad_norm: float | None = 1.0
-    sampler: Literal["proportional", "uniform", "temperature"] = "proportional"
+    # README "Sampling tasks". main_ratio: every batch of main_task plus main_ratio times as many
+    # auxiliary batches (MT-DNN's --ratio); annealed: p_i ~ n_i^a, a from 1 (proportional) at the
+    # first step down to anneal_end at the last (Stickland and Murray 2019).
+    sampler: Literal["proportional", "uniform", "temperature", "main_ratio", "annealed"] = \
+        "proportional"
     temperature: float = 2.0  # sampler=temperature: p_i ~ min(n_i, examples_cap)^(1/T)
     examples_cap: int | None = None
+    main_task: str | None = None  # sampler=main_ratio: the task whose batches all run
+    main_ratio: float = 1.0  # sampler=main_ratio: auxiliary batches per main-task batch
+    anneal_end: float = 0.2  # sampler=annealed: the exponent a at the last step (0: uniform)
     group_by_length: bool = True  # length-grouped batches inside each task; mixture unchanged
     # auto: fp32 on CPU, bf16 on GPUs that have it, else fp16
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
@@ -138,6 +150,21 @@ class TrainSpec:
     gradnorm_alpha: float = 1.5  # gradnorm: how strongly slower tasks are pushed (0: equal norms)
     gradient_surgery: SurgeryName = "none"  # see mtdnn/gradsurgery.py; joint only
     cagrad_c: float = 0.5  # cagrad: radius around the mean gradient, 0 <= c < 1 (0: plain sum)
+    # hard: one encoder for every task (MT-DNN). soft: one encoder copy per task (or per
+    # tasks.<name>.encoder_group), pulled together by soft_sharing_weight * sum_g ||theta_g -
+    # mean||^2 over the copies' parameters; memory grows with the number of copies.
+    sharing: Literal["hard", "soft"] = "hard"
+    soft_sharing_weight: float = 1e-3
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of continual multi-task training (ERNIE 2.0): adds tasks, trains all so far."""
+
+    tasks: tuple[str, ...]  # the tasks this stage adds
+    epochs: float | None = None  # null: train.epochs
+    max_steps: int | None = None  # null: train.max_steps
+    learning_rate: float | None = None  # null: train.learning_rate
 
 
 @dataclass(frozen=True)
@@ -157,6 +184,9 @@ class Spec:
     init_checkpoint: str | None = None
     fresh_heads: tuple[str, ...] = ()
     train: TrainSpec = field(default_factory=TrainSpec)
+    # Continual multi-task training: stage k trains the tasks of stages 1..k, starting from stage
+    # k-1's model; dev metrics of every task so far are reported after each stage (forgetting).
+    stages: tuple[StageSpec, ...] = ()
     # where the spec came from, for messages (not a YAML key, so not part of equality)
     source: str = field(default="<spec>", compare=False)
 
@@ -424,6 +454,11 @@ def _check_run(spec: Spec, c: _Converter) -> None:
         c.fail("train.warmup_ratio", f"must be in [0, 1), got {t.warmup_ratio}")
     if spec.max_seq_length < 8:
         c.fail("max_seq_length", f"must be >= 8, got {spec.max_seq_length}")
+    for task in spec.tasks:
+        if task.layer == 0:
+            c.fail(f"tasks.{task.name}.layer", "0 is the embedding output, not an encoder layer: "
+                   "give 1 (the lowest layer) up to the number of layers, a negative number to "
+                   "count from the top (-1: the last), or null")
     _check_strategy(spec, c)
     _check_files(spec, c)
 
@@ -461,6 +496,83 @@ def _check_strategy(spec: Spec, c: _Converter) -> None:
         c.fail("train.gradnorm_alpha", f"must be >= 0, got {t.gradnorm_alpha}")
     if not 0 <= t.cagrad_c < 1:
         c.fail("train.cagrad_c", f"must be in [0, 1), got {t.cagrad_c}")
+    _check_sampling(spec, c)
+    _check_sharing(spec, c)
+    _check_stages(spec, c)
+
+
+def _check_sampling(spec: Spec, c: _Converter) -> None:
+    t = spec.train
+    names = [task.name for task in spec.tasks]
+    if t.sampler == "main_ratio":
+        if t.main_task is None:
+            c.fail("train.main_task", "sampler=main_ratio needs the main task: set "
+                   f"train.main_task to one of {', '.join(names)}")
+        elif t.main_task not in names:
+            c.fail("train.main_task", unknown_name_message("task", t.main_task, names))
+        if t.main_ratio < 0:
+            c.fail("train.main_ratio", f"must be >= 0 (auxiliary batches per main-task batch), "
+                   f"got {t.main_ratio}")
+    elif t.main_task is not None:
+        c.fail("train.main_task", f"is used by sampler=main_ratio only (the sampler is "
+               f"'{t.sampler}'): remove it, or set train.sampler: main_ratio")
+    if not 0 <= t.anneal_end <= 1:
+        c.fail("train.anneal_end", f"must be in [0, 1] (1: proportional throughout, 0: uniform "
+               f"at the end), got {t.anneal_end}")
+    if t.step_mode == "joint" and t.sampler != "proportional":
+        c.fail("train.sampler", f"'{t.sampler}' picks one task per step; joint steps run every "
+               "task each step: leave sampler at proportional, or use step_mode: alternating")
+
+
+def _check_sharing(spec: Spec, c: _Converter) -> None:
+    t = spec.train
+    if t.sharing == "hard":
+        for task in spec.tasks:
+            if task.encoder_group is not None:
+                c.fail(f"tasks.{task.name}.encoder_group", "is used by train.sharing=soft only: "
+                       "remove it, or set train.sharing: soft")
+        return
+    groups = {task.encoder_group or task.name for task in spec.tasks}
+    if len(groups) < 2 and not spec.stages:
+        c.fail("train.sharing", f"soft sharing needs at least two encoder groups, got "
+               f"{sorted(groups)}: give tasks different encoder_group values (or none)")
+    if t.soft_sharing_weight < 0:
+        c.fail("train.soft_sharing_weight", f"must be >= 0, got {t.soft_sharing_weight}")
+    if t.gradient_surgery != "none":
+        c.fail("train.gradient_surgery", f"'{t.gradient_surgery}' works on the parameters every "
+               "task shares; with sharing=soft no parameter is shared: use one of them")
+    if t.loss_weighting == "gradnorm":
+        c.fail("train.loss_weighting", "gradnorm compares gradients at the last shared layer; "
+               "with sharing=soft there is none: use uncertainty or dwa")
+
+
+def _check_stages(spec: Spec, c: _Converter) -> None:
+    if not spec.stages:
+        return
+    names = [task.name for task in spec.tasks]
+    seen: dict[str, int] = {}
+    for i, stage in enumerate(spec.stages, 1):
+        key = f"stages[{i - 1}]"
+        if not stage.tasks:
+            c.fail(f"{key}.tasks", "a stage adds at least one task")
+        for name in stage.tasks:
+            if name not in names:
+                c.fail(f"{key}.tasks", unknown_name_message("task", name, names))
+            elif name in seen:
+                c.fail(f"{key}.tasks", f"task '{name}' is already added by stage {seen[name]} "
+                       "(later stages keep training it)")
+            else:
+                seen[name] = i
+        if stage.epochs is not None and stage.epochs <= 0:
+            c.fail(f"{key}.epochs", f"must be > 0 or null, got {stage.epochs}")
+        if stage.max_steps is not None and stage.max_steps <= 0:
+            c.fail(f"{key}.max_steps", f"must be > 0 or null, got {stage.max_steps}")
+        if stage.learning_rate is not None and stage.learning_rate <= 0:
+            c.fail(f"{key}.learning_rate", f"must be > 0 or null, got {stage.learning_rate}")
+    missing = [n for n in names if n not in seen]
+    if missing:
+        c.fail("stages", f"tasks {missing} are in no stage: add them to a stage, or leave them "
+               "out with use_tasks")
 
 
 def _check_files(spec: Spec, c: _Converter) -> None:

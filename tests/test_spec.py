@@ -289,7 +289,7 @@ tasks:
         "trian: unknown key 'trian'; did you mean 'train'? (known: ",
         "train.batch_size: expected an integer, got 'abc'",
         "train.sampler: 'proportionl' is not valid; did you mean 'proportional'? (choose one "
-        "of: proportional, uniform, temperature)",
+        "of: proportional, uniform, temperature, main_ratio, annealed)",
         f"tasks.missing.files.train: file not found: {tmp_path / 'nope.tsv'} (fix the path, or "
         "set data_dir to the folder it is relative to)",
     ]
