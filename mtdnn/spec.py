@@ -532,8 +532,12 @@ def _check_sharing(spec: Spec, c: _Converter) -> None:
                 c.fail(f"tasks.{task.name}.encoder_group", "is used by train.sharing=soft only: "
                        "remove it, or set train.sharing: soft")
         return
+    if spec.stages:
+        c.fail("train.sharing", "soft sharing does not compose with stages (a stage's new task "
+               "would start an encoder copy of its own from scratch while the earlier ones carry "
+               "over): use sharing: hard with stages")
     groups = {task.encoder_group or task.name for task in spec.tasks}
-    if len(groups) < 2 and not spec.stages:
+    if len(groups) < 2:
         c.fail("train.sharing", f"soft sharing needs at least two encoder groups, got "
                f"{sorted(groups)}: give tasks different encoder_group values (or none)")
     if t.soft_sharing_weight < 0:
