@@ -23,7 +23,8 @@ _EXPORTS = {
     "evaluate": "mtdnn.evaluation", "predict_file": "mtdnn.evaluation",
     "MultiTaskModel": "mtdnn.model", "MultiTaskBatchSampler": "mtdnn.sampler",
     "compute_metrics": "mtdnn.metrics", "load_metric": "mtdnn.metrics",
-    "finetune_spec": "mtdnn.finetune", "push_to_hub": "mtdnn.hub",
+    "finetune_spec": "mtdnn.finetune", "train_stages": "mtdnn.continual",
+    "StagesResult": "mtdnn.continual", "push_to_hub": "mtdnn.hub",
     "write_glue_submission": "mtdnn.submission",
 }
 __all__ = sorted(_EXPORTS)

@@ -44,6 +44,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
     spec = load_spec(args.spec, overrides, tasks=_split_list(args.tasks))
+    if spec.stages:
+        from mtdnn.continual import train_stages
+
+        if args.resume not in (None, True):
+            raise ValueError(f"--resume {args.resume}: a spec with stages resumes each stage from "
+                             "its own checkpoints: give --resume without a path")
+        train_stages(spec, progress=not args.no_progress, resume=bool(args.resume))
+        return 0
     train(spec, progress=not args.no_progress, resume=args.resume or False)
     return 0
 
@@ -155,7 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", help="same as the override output_dir=DIR")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--resume", nargs="?", const=True, metavar="CHECKPOINT",
-                   help="continue a stopped run: from its newest checkpoint, or from CHECKPOINT")
+                   help="continue a stopped run: from its newest checkpoint, or from CHECKPOINT "
+                        "(a spec with stages: finished stages are skipped; no CHECKPOINT)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("finetune", help="further fine-tune one task from a multi-task checkpoint")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,8 +120,8 @@ def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
     _check_output_dir(output_dir, checkpoint)
 
     model = MultiTaskModel.from_pretrained(checkpoint)
-    if encoder_only:
-        out_model = model.encoder
+    if encoder_only:  # soft sharing: the task's own encoder copy
+        out_model = model.encoder_for(task) if task is not None else model.encoder
     else:
         assert task is not None
         out_model = build_classifier(model, task)
@@ -185,6 +186,9 @@ def task_config(encoder_config: Any, info: TaskInfo) -> Any:
     return config
 
 
+_LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")  # encoder.layer.<i>. in every architecture of LAYOUTS
+
+
 def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
     """The architecture's `XForSequenceClassification` holding the shared encoder and one head.
 
@@ -194,16 +198,22 @@ def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
     from transformers import AutoModelForSequenceClassification
 
     info = model.tasks[task]
-    model_type = model.encoder.config.model_type
+    encoder = model.encoder_for(task)
+    model_type = encoder.config.model_type
     layout = LAYOUTS[model_type]
     if info.activation not in layout.activations:
         raise ValueError(f"task {task!r}: its head uses {info.activation!r}, but {model_type}'s "
                          f"classification head applies {' or '.join(layout.activations)}; the "
                          "export would not give the same outputs (export with --encoder-only)")
-    classifier = AutoModelForSequenceClassification.from_config(
-        task_config(model.encoder.config, info))
+    config = task_config(encoder.config, info)
+    # A head on a lower layer (hierarchical heads): the layers above it are left out, so the
+    # exported encoder's last layer is the one the head reads.
+    config.num_hidden_layers = model.layer_index[task]
+    classifier = AutoModelForSequenceClassification.from_config(config)
     base = classifier.base_model
-    missing, unexpected = base.load_state_dict(model.encoder.state_dict(), strict=False)
+    kept = {k: v for k, v in encoder.state_dict().items()
+            if not (m := _LAYER_KEY.search(k)) or int(m.group(1)) < config.num_hidden_layers}
+    missing, unexpected = base.load_state_dict(kept, strict=False)
     # BERT's pooler is the only part of the base model our encoder lacks (it was loaded without
     # one, as nothing trained it): it receives our head's dense layer below.
     prefix = f"{classifier.base_model_prefix}."

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from mtdnn.model import GROUP_ENCODERS_DIR, REGISTRY_FILE, MultiTaskModel
 from mtdnn.spec import (
     Spec,
     SpecError,
@@ -53,7 +54,16 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
         raise SpecError(str(source), [unknown_name_message("task", task, names) + hint])
     data = base.to_dict()
     data["tasks"] = {task: data["tasks"][task]}
-    data.update(encoder=str(checkpoint), tokenizer=str(checkpoint), revision=None,
+    # Soft sharing: the task goes on with its own encoder copy, alone (hard sharing of one task).
+    # The checkpoint's top-level encoder is its first group's copy; the others are in encoders/.
+    data["tasks"][task].pop("encoder_group", None)
+    encoder = checkpoint
+    if (checkpoint / REGISTRY_FILE).is_file():
+        saved = {t["name"]: t for t in MultiTaskModel.read_registry(checkpoint)["tasks"]}
+        group = saved.get(task, {}).get("encoder_group")
+        if group is not None and (checkpoint / GROUP_ENCODERS_DIR / group).is_dir():
+            encoder = checkpoint / GROUP_ENCODERS_DIR / group
+    data.update(encoder=str(encoder), tokenizer=str(checkpoint), revision=None,
                 init_checkpoint=str(checkpoint), fresh_heads=[task] if fresh_head else [],
                 output_dir=output_dir or str(checkpoint.parent / f"finetune-{task}"))
     # The new run's own schedule: training settings start from the defaults, not the multi-task

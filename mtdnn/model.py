@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from mtdnn.heads import TaskHead, predictions, task_loss
 FORMAT_VERSION = 1
 REGISTRY_FILE = "mtdnn.json"
 HEADS_FILE = "heads.safetensors"
+GROUP_ENCODERS_DIR = "encoders"  # soft sharing: encoders/<group>/ holds each further copy
 
 # Models shipped inside a Python package, found without the Hub (e.g. offline CI). The Hub id stays
 # the name users write; the local copy holds the same weights.
@@ -46,6 +48,8 @@ class TaskInfo:
     metrics: list[str] = field(default_factory=list)
     dropout: float = 0.1
     activation: str = "tanh"
+    layer: int | None = None  # the encoder layer the head reads (1-based, negative from the top)
+    encoder_group: str | None = None  # soft sharing: the encoder copy this task uses
 
     @property
     def num_outputs(self) -> int:
@@ -79,13 +83,35 @@ def load_encoder(name: str, revision: str | None = None, trust_remote_code: bool
         return AutoModel.from_pretrained(path, **kwargs)
 
 
+def encoder_groups(tasks: Sequence[TaskInfo]) -> list[str]:
+    """The soft-sharing groups in task order (empty under hard sharing)."""
+    return list(dict.fromkeys(t.encoder_group for t in tasks if t.encoder_group is not None))
+
+
+def resolve_layer(layer: int | None, num_layers: int) -> int:
+    """A spec's `layer` (1-based, negative from the top, None = last) as an index into
+    `hidden_states` (0 = embeddings, num_layers = the last layer)."""
+    if layer is None:
+        return num_layers
+    index = layer if layer > 0 else num_layers + 1 + layer
+    if not 1 <= index <= num_layers:
+        raise ValueError(f"layer {layer} does not exist: the encoder has {num_layers} layers "
+                         f"(give 1..{num_layers}, -1..-{num_layers}, or null for the last)")
+    return index
+
+
 class MultiTaskModel(nn.Module):
     """A shared encoder plus a `nn.ModuleDict` of task heads.
 
     Args:
         encoder: a transformers encoder (`AutoModel`), shared by every task.
-        tasks: the task registry; the order defines task ids (used by the task embedding).
+        tasks: the task registry; the order defines task ids (used by the task embedding). A task
+            with `layer` reads that encoder layer (hierarchical heads); tasks with an
+            `encoder_group` (soft sharing) get one encoder copy per group: the first group uses
+            `encoder`, each further group a deep copy of it (`group_encoders`).
         task_embedding: add a learned vector per task to every input token embedding (ERNIE 2.0).
+    Raises:
+        ValueError: a task's layer is not a layer of the encoder.
     """
 
     def __init__(self, encoder: nn.Module, tasks: Sequence[TaskInfo], task_embedding: bool = False):
@@ -93,6 +119,20 @@ class MultiTaskModel(nn.Module):
         self.encoder = encoder
         self.tasks = {t.name: t for t in tasks}
         self.task_ids = {t.name: i for i, t in enumerate(tasks)}
+        num_layers = encoder.config.num_hidden_layers
+        problems = []
+        self.layer_index: dict[str, int] = {}
+        for t in tasks:
+            try:
+                self.layer_index[t.name] = resolve_layer(t.layer, num_layers)
+            except ValueError as e:
+                problems.append(f"tasks.{t.name}.layer: {e}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        groups = encoder_groups(tasks)
+        # Copies of the starting encoder: every copy starts from the same (pretrained) weights.
+        self.group_encoders = nn.ModuleDict({g: copy.deepcopy(encoder) for g in groups[1:]})
+        self.main_group = groups[0] if groups else None
         hidden = encoder.config.hidden_size
         self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_outputs, t.dropout, t.activation)
                                     for t in tasks})
@@ -105,19 +145,69 @@ class MultiTaskModel(nn.Module):
             nn.init.zeros_(self.task_embedding.weight)
         self.tokenizer = None  # set by from_pretrained / the trainer, used by predict()
 
+    def encoder_for(self, task: str) -> nn.Module:
+        """The encoder (copy) a task runs through."""
+        group = self.tasks[task].encoder_group
+        return self.encoder if group is None or group == self.main_group \
+            else self.group_encoders[group]
+
     def encode(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns the first token's final hidden state, (B, H)."""
+        """Returns the first token's hidden state at the task's layer (default the last), (B, H)."""
+        encoder = self.encoder_for(task)
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         if self.task_embedding is not None:
-            embeds = self.encoder.get_input_embeddings()(input_ids)  # (B, T, H)
+            embeds = encoder.get_input_embeddings()(input_ids)  # (B, T, H)
             task_id = torch.tensor(self.task_ids[task], device=input_ids.device)
             kwargs["inputs_embeds"] = embeds + self.task_embedding(task_id)
         else:
             kwargs["input_ids"] = input_ids
-        return self.encoder(**kwargs).last_hidden_state[:, 0]
+        layer = self.layer_index[task]
+        if layer == encoder.config.num_hidden_layers:
+            return encoder(**kwargs).last_hidden_state[:, 0]
+        # The layers above still run (transformers has no early exit); their output is unused and
+        # gets no gradient from this task.
+        return encoder(**kwargs, output_hidden_states=True).hidden_states[layer][:, 0]
+
+    # -- soft parameter sharing ------------------------------------------------------------------
+
+    def _copies(self) -> list[list[nn.Parameter]]:
+        """The encoder copies' parameters, aligned by name: copies[g][i] is the i-th parameter of
+        group g's encoder."""
+        encoders = [self.encoder, *self.group_encoders.values()]
+        return [list(e.parameters()) for e in encoders]
+
+    @torch.no_grad()
+    def soft_sharing_penalty(self) -> torch.Tensor:
+        """sum_g sum_p ||theta_g,p - mean_g theta_g,p||^2 over the encoder copies (0 for one)."""
+        copies = self._copies()
+        total = torch.zeros((), device=copies[0][0].device)
+        if len(copies) < 2:
+            return total
+        for params in zip(*copies, strict=True):
+            stacked = torch.stack([p.float() for p in params])  # (G, *shape)
+            total += (stacked - stacked.mean(0)).pow(2).sum()
+        return total
+
+    @torch.no_grad()
+    def add_soft_sharing_grad(self, weight: float) -> None:
+        """Adds the gradient of `weight * soft_sharing_penalty()` to each copy's `.grad`:
+        2 * weight * (theta_g - mean). The mean's own dependence on theta_g cancels out, since the
+        deviations from the mean sum to zero. Applied directly, it costs no autograd graph over
+        every parameter of every copy."""
+        copies = self._copies()
+        if len(copies) < 2 or weight == 0:
+            return
+        for params in zip(*copies, strict=True):
+            mean = torch.stack([p for p in params]).mean(0)
+            for p in params:
+                delta = (p - mean).mul_(2 * weight)
+                if p.grad is None:
+                    p.grad = delta
+                else:
+                    p.grad.add_(delta)
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
@@ -144,6 +234,8 @@ class MultiTaskModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.encoder.save_pretrained(directory, safe_serialization=True)
+        for group, encoder in self.group_encoders.items():
+            encoder.save_pretrained(directory / GROUP_ENCODERS_DIR / group, safe_serialization=True)
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
@@ -181,6 +273,9 @@ class MultiTaskModel(nn.Module):
         tasks = [TaskInfo(**t) for t in registry["tasks"]]
         encoder = load_encoder(str(directory))
         model = cls(encoder, tasks, task_embedding=registry["task_embedding"])
+        for group, copy_ in model.group_encoders.items():  # replaced by the trained copies
+            copy_.load_state_dict(load_encoder(str(Path(directory) / GROUP_ENCODERS_DIR / group))
+                                  .state_dict())
         state = load_file(str(Path(directory) / HEADS_FILE))
         model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items()
                                      if k.startswith("heads.")})

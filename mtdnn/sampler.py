@@ -13,18 +13,22 @@ Example:
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-STRATEGIES = ("proportional", "uniform", "temperature")
+from mtdnn.spec import unknown_name_message
+
+STRATEGIES = ("proportional", "uniform", "temperature", "main_ratio", "annealed")
 # Tags that keep the per-task shuffle streams and the schedule stream independent even where
 # their other seed components (epoch, task position, pass) happen to coincide.
 _SHUFFLE, _SCHEDULE = 0, 1
 _CONFIG_KEYS = ("seed", "strategy", "task_sizes", "batch_size", "num_replicas", "temperature",
-                "examples_cap", "shuffle", "drop_last", "group_by_length", "megabatch_mult")
+                "examples_cap", "shuffle", "drop_last", "group_by_length", "megabatch_mult",
+                "main_task", "main_ratio", "anneal_end", "anneal_steps")
 
 
 class TaskBatch(NamedTuple):
@@ -39,13 +43,22 @@ class MultiTaskBatchSampler:
 
     Within a task, each epoch (and each extra pass of a task that is cycled) shuffles the task's
     indices with a numpy Generator seeded from (seed, epoch, task position, pass) and cuts them
-    into global batches of `batch_size * num_replicas`. Strategies (all epochs have
-    `len(self)` = the total number of global batches over tasks):
+    into global batches of `batch_size * num_replicas`. Strategies (an epoch is `len(self)` steps:
+    the total number of global batches over tasks, except under main_ratio):
 
     - proportional (MT-DNN): every batch of every task exactly once, in a seeded random order.
     - uniform: tasks take turns in a seeded per-epoch order; exhausted tasks start a new pass.
     - temperature (T5/jiant): each step draws task i with p_i ~ min(n_i, examples_cap)^(1/T);
       exhausted tasks start a new pass. T=1 is size-proportional, large T is uniform.
+    - main_ratio (MT-DNN's --ratio): every batch of `main_task` once plus
+      A = round(main_ratio * main batches) auxiliary batches (Python's round: a half goes to the
+      even number; 0 when no other task has a batch),
+      the first A of a seeded permutation of all auxiliary batches (further permutations when A
+      is larger: those tasks start new passes), shuffled together. An epoch is main batches + A.
+    - annealed (Stickland and Murray 2019): step g = epoch * len(self) + position draws task i
+      with p_i ~ n_i^a(g), a(g) = 1 - (1 - anneal_end) * min(1, g / (anneal_steps - 1)): from
+      size-proportional at the first step to `anneal_end` (0: uniform) at step anneal_steps - 1
+      and after; exhausted tasks start a new pass.
 
     Tasks left with no batch (drop_last with n < global batch size) are never scheduled.
     Distributed: every rank builds the same plan; rank r takes `chunk[r::num_replicas]` of each
@@ -65,6 +78,11 @@ class MultiTaskBatchSampler:
         strategy: one of `STRATEGIES`.
         temperature: T of the temperature strategy (> 0).
         examples_cap: caps n_i in the temperature formula (None = no cap).
+        main_task: main_ratio: the task whose batches all run each epoch.
+        main_ratio: main_ratio: auxiliary batches per main-task batch (>= 0; 0: main task only).
+        anneal_end: annealed: the exponent at the last step, in [0, 1].
+        anneal_steps: annealed: the sampler steps (micro-batches) the training takes, >= 1;
+            required by that strategy.
         seed: non-negative base seed.
         shuffle: False keeps each task's examples in order (and its batches, under grouping);
             the task schedule is still the seeded one.
@@ -84,7 +102,9 @@ class MultiTaskBatchSampler:
     def __init__(self, task_sizes: Mapping[str, int] | Sequence[tuple[str, int]],
                  batch_size: int | Mapping[str, int],
                  *, strategy: str = "proportional", temperature: float = 2.0,
-                 examples_cap: int | None = None, seed: int = 0, shuffle: bool = True,
+                 examples_cap: int | None = None, main_task: str | None = None,
+                 main_ratio: float = 1.0, anneal_end: float = 0.2,
+                 anneal_steps: int | None = None, seed: int = 0, shuffle: bool = True,
                  drop_last: bool = False, num_replicas: int = 1, rank: int = 0,
                  lengths: Mapping[str, Sequence[int]] | None = None,
                  group_by_length: bool = False, megabatch_mult: int = 50):
@@ -113,11 +133,28 @@ class MultiTaskBatchSampler:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         if not temperature > 0 or seed < 0:
             raise ValueError(f"need temperature > 0 and seed >= 0, got {temperature}, {seed}")
+        if not 0 <= main_ratio < math.inf:
+            raise ValueError(f"main_ratio must be >= 0 (auxiliary batches per main-task batch), "
+                             f"got {main_ratio}")
+        if not 0 <= anneal_end <= 1:
+            raise ValueError(f"anneal_end must be in [0, 1], got {anneal_end}")
+        if anneal_steps is not None and operator.index(anneal_steps) < 1:
+            raise ValueError(f"anneal_steps must be >= 1, got {anneal_steps}")
+        if strategy == "main_ratio" and main_task is None:
+            raise ValueError(f"strategy 'main_ratio' needs main_task, one of {self.tasks}")
+        if strategy == "main_ratio" and main_task not in self.tasks:
+            raise ValueError(unknown_name_message("main task", main_task, self.tasks))
+        if strategy == "annealed" and anneal_steps is None:
+            raise ValueError("strategy 'annealed' needs anneal_steps, the number of sampler "
+                             "steps (micro-batches) the training takes")
         self.batch_size = dict(batch_size) if isinstance(batch_size, Mapping) else batch_size
         self.strategy, self.temperature = strategy, float(temperature)
         self.examples_cap, self.seed, self.shuffle = examples_cap, seed, shuffle
         self.drop_last, self.num_replicas, self.rank = drop_last, num_replicas, rank
         self.group_by_length, self.megabatch_mult = group_by_length, megabatch_mult
+        self.main_task, self.main_ratio = main_task, float(main_ratio)
+        self.anneal_end = float(anneal_end)
+        self.anneal_steps = None if anneal_steps is None else operator.index(anneal_steps)
         self._lengths: dict[str, np.ndarray] = {}
         if group_by_length:
             if lengths is None:
@@ -133,12 +170,25 @@ class MultiTaskBatchSampler:
         self.num_batches = [n // g if drop_last else -(-n // g)
                             for (_, n), g in zip(self.task_sizes, self._global)]
         self._active = [t for t, nb in enumerate(self.num_batches) if nb > 0]
+        self._length = sum(self.num_batches)
+        self._main, self._num_aux = -1, 0  # main_ratio: the main task's position, A
+        if strategy == "main_ratio":
+            self._main = self.tasks.index(main_task)
+            if self.num_batches[self._main] == 0:
+                raise ValueError(f"main task {main_task!r} has no batch: "
+                                 f"{self.task_sizes[self._main][1]} examples, drop_last with a "
+                                 f"global batch of {self._global[self._main]}")
+            aux_batches = self._length - self.num_batches[self._main]
+            self._num_aux = round(self.main_ratio * self.num_batches[self._main]) \
+                if aux_batches else 0
+            self._length = self.num_batches[self._main] + self._num_aux
         self._probs = self._compute_probs()
         self.epoch = self.position = 0
 
     def __len__(self) -> int:
-        """Steps (global batches) per epoch: the same for every strategy and every rank."""
-        return sum(self.num_batches)
+        """Steps (global batches) per epoch, the same on every rank: the total number of batches
+        over tasks, or under main_ratio the main task's batches plus the auxiliary ones."""
+        return self._length
 
     def _compute_probs(self) -> np.ndarray:
         probs = np.zeros(len(self.tasks))
@@ -148,6 +198,17 @@ class MultiTaskBatchSampler:
             probs[:] = np.asarray(self.num_batches) / len(self)
         elif self.strategy == "uniform":
             probs[self._active] = 1.0 / len(self._active)
+        elif self.strategy == "main_ratio":
+            # Each auxiliary batch slot is equally likely to be among the A drawn: task i expects
+            # A * b_i / (auxiliary batches) steps.
+            aux = np.asarray(self.num_batches, dtype=np.float64)
+            aux[self._main] = 0
+            if self._num_aux:
+                probs[:] = self._num_aux * aux / aux.sum()
+            probs[self._main] = self.num_batches[self._main]
+            probs /= len(self)
+        elif self.strategy == "annealed":
+            probs = self._annealed_probs(np.zeros(1))[0]
         else:
             # Log space: n^(1/T) overflows float64 for small T.
             sizes = np.array([self.task_sizes[t][1] for t in self._active], dtype=np.float64)
@@ -159,8 +220,50 @@ class MultiTaskBatchSampler:
         return probs
 
     def task_probabilities(self) -> dict[str, float]:
-        """Expected share of steps per task under the strategy (exact for proportional)."""
+        """Expected share of steps per task under the strategy: exact for proportional and
+        main_ratio; for annealed, the shares at the first step (see `annealed_probabilities`)."""
         return {name: float(p) for name, p in zip(self.tasks, self._probs, strict=True)}
+
+    def anneal_exponent(self, step: int) -> float:
+        """The annealed strategy's exponent a at global sampler step `step` (epoch * len(self) +
+        position): 1 at step 0, falling linearly to `anneal_end` at step anneal_steps - 1."""
+        if self.anneal_steps is None:
+            raise ValueError("anneal_exponent needs anneal_steps (the annealed strategy)")
+        return float(self._anneal_exponents(np.array([step]))[0])
+
+    def annealed_probabilities(self, step: int) -> dict[str, float]:
+        """The annealed strategy's task probabilities p_i ~ n_i^a at global sampler step `step`
+        (epoch * len(self) + position), 0 for tasks with no batch.
+
+        Example:
+            >>> s = MultiTaskBatchSampler({"a": 100, "b": 900}, 10, strategy="annealed",
+            ...                           anneal_end=0.0, anneal_steps=11)
+            >>> [round(p, 3) for p in s.annealed_probabilities(0).values()]  # a = 1
+            [0.1, 0.9]
+            >>> [round(p, 3) for p in s.annealed_probabilities(10).values()]  # a = anneal_end
+            [0.5, 0.5]
+        """
+        if self.anneal_steps is None:
+            raise ValueError("annealed_probabilities needs anneal_steps (the annealed strategy)")
+        probs = self._annealed_probs(np.array([step]))[0]
+        return {name: float(p) for name, p in zip(self.tasks, probs, strict=True)}
+
+    def _anneal_exponents(self, steps: np.ndarray) -> np.ndarray:
+        assert self.anneal_steps is not None
+        progress = np.minimum(1.0, steps / max(1, self.anneal_steps - 1))
+        return 1.0 - (1.0 - self.anneal_end) * progress
+
+    def _annealed_probs(self, steps: np.ndarray) -> np.ndarray:
+        """(len(steps), tasks) probabilities p_i ~ n_i^a(step), 0 for tasks with no batch."""
+        probs = np.zeros((len(steps), len(self.tasks)))
+        if not self._active:
+            return probs
+        # Log space, as for temperature: n^a for a large n stays finite.
+        logn = np.log(np.array([self.task_sizes[t][1] for t in self._active], dtype=np.float64))
+        logw = self._anneal_exponents(steps)[:, None] * logn[None, :]
+        w = np.exp(logw - logw.max(axis=1, keepdims=True))
+        probs[:, self._active] = w / w.sum(axis=1, keepdims=True)
+        return probs
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at the beginning of `epoch`."""
@@ -177,6 +280,22 @@ class MultiTaskBatchSampler:
         if self.strategy == "uniform":
             order = rng.permutation(self._active)
             return order[np.arange(total) % len(order)]
+        if self.strategy == "main_ratio":
+            slots = np.repeat(np.arange(len(self.tasks)), self.num_batches)
+            slots = slots[slots != self._main]
+            passes = -(-self._num_aux // len(slots)) if self._num_aux else 0
+            aux = np.concatenate([rng.permutation(slots) for _ in range(passes)] or [slots[:0]])
+            main = np.full(self.num_batches[self._main], self._main)
+            return rng.permutation(np.concatenate([main, aux[:self._num_aux]]))
+        if self.strategy == "annealed":
+            # One draw per step against that step's probabilities (inverse CDF over the tasks
+            # that have batches; the last cumulative value is exactly 1, so every u < 1 lands).
+            active = np.asarray(self._active)
+            probs = self._annealed_probs(epoch * total + np.arange(total))[:, active]
+            cdf = np.cumsum(probs, axis=1)
+            cdf /= cdf[:, -1:]
+            u = rng.random(total)
+            return active[(cdf < u[:, None]).sum(axis=1)]
         return rng.choice(len(self.tasks), size=total, p=self._probs)
 
     def _task_chunks(self, t: int, epoch: int, pass_: int) -> list[np.ndarray]:
@@ -238,7 +357,9 @@ class MultiTaskBatchSampler:
                 "batch_size": self.batch_size, "num_replicas": self.num_replicas,
                 "temperature": self.temperature, "examples_cap": self.examples_cap,
                 "shuffle": self.shuffle, "drop_last": self.drop_last,
-                "group_by_length": self.group_by_length, "megabatch_mult": self.megabatch_mult}
+                "group_by_length": self.group_by_length, "megabatch_mult": self.megabatch_mult,
+                "main_task": self.main_task, "main_ratio": self.main_ratio,
+                "anneal_end": self.anneal_end, "anneal_steps": self.anneal_steps}
 
     def state_dict(self) -> dict[str, Any]:
         """Return `{"epoch", "position"}` plus the plan-defining config (plain, JSON-safe)."""

@@ -37,9 +37,9 @@ from mtdnn.evaluation import (
 )
 from mtdnn.gradsurgery import GradientSurgery, SharedGradients, make_surgery
 from mtdnn.metrics import DEFAULT_METRICS
-from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder, resolve_encoder
+from mtdnn.model import MultiTaskModel, TaskInfo, encoder_groups, load_encoder, resolve_encoder
 from mtdnn.sampler import MultiTaskBatchSampler
-from mtdnn.spec import Spec, TaskSpec, save_spec
+from mtdnn.spec import Spec, SpecError, TaskSpec, save_spec
 from mtdnn.weighting import LossWeighting, SharedLayerProbe, make_weighting, shared_layer_weight
 
 
@@ -74,11 +74,15 @@ def resolve_mixed_precision(setting: str) -> str:
     return "no"
 
 
-def task_info(task: TaskSpec, activation: str = "tanh") -> TaskInfo:
+def task_info(task: TaskSpec, activation: str = "tanh", sharing: str = "hard") -> TaskInfo:
+    """What the model keeps of a task. Under soft sharing a task without an encoder_group has an
+    encoder copy of its own, named after it."""
+    group = (task.encoder_group or task.name) if sharing == "soft" else None
     return TaskInfo(name=task.name, type=task.type, labels=list(task.labels),
                     text_columns=list(task.text),
                     metrics=list(task.metrics or DEFAULT_METRICS[task.type]),
-                    dropout=task.dropout, activation=activation)
+                    dropout=task.dropout, activation=activation, layer=task.layer,
+                    encoder_group=group)
 
 
 def head_activation(encoder_config: Any) -> str:
@@ -100,7 +104,7 @@ def prepare_tasks(spec: Spec, tokenizer: Any, activation: str, splits=("train", 
     """Reads, checks and tokenizes the train and dev splits of every task."""
     tasks: dict[str, TaskData] = {}
     for task in spec.tasks:
-        data = TaskData(spec=task, info=task_info(task, activation))
+        data = TaskData(spec=task, info=task_info(task, activation, spec.train.sharing))
         have = available_splits(spec, task)
         if "train" in splits and "train" in have:
             data.train_rows = read_split(spec, task, "train")
@@ -255,6 +259,37 @@ def _optimizer(model: torch.nn.Module, spec: Spec,
                              fused=fused or None)
 
 
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for training on `device`, or None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # not Linux
+        return None
+
+
+def check_memory(spec: Spec, encoder: torch.nn.Module, infos: list[TaskInfo],
+                 device: torch.device) -> None:
+    """Soft sharing holds one encoder copy per group: weights, gradients and two AdamW moments,
+    16 bytes per fp32 parameter and copy. Refuses a run whose extra copies do not fit the memory
+    free now, before they are made (activations come on top)."""
+    copies = len(encoder_groups(infos))
+    if copies < 2:
+        return
+    per_copy = 16 * sum(p.numel() for p in encoder.parameters())
+    need, free = per_copy * copies, available_memory(device)
+    gib = 2 ** 30
+    print(f"mtdnn: soft sharing: {copies} encoder copies, {need / gib:.2f} GiB of weights, "
+          f"gradients and optimizer state ({per_copy / gib:.2f} GiB each)")
+    if free is not None and per_copy * (copies - 1) > free:
+        raise SpecError(spec.source, [
+            f"train.sharing: soft sharing needs {copies} encoder copies, {need / gib:.2f} GiB for "
+            f"weights, gradients and optimizer state, but {free / gib:.2f} GiB is free on "
+            f"{device.type}: put tasks into fewer groups (tasks.<name>.encoder_group) or use "
+            "sharing: hard"])
+
+
 def _trackers(spec: Spec) -> list[str]:
     wanted = list(spec.train.report_to)
     if wanted == ["auto"]:
@@ -406,7 +441,12 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
         data = prepare_tasks(spec, tokenizer, activation)
     trainable = {name: d for name, d in data.items() if d.train is not None and len(d.train)}
-    model = MultiTaskModel(encoder, [d.info for d in data.values()], spec.task_embedding)
+    infos = [d.info for d in data.values()]
+    check_memory(spec, encoder, infos, accelerator.device)
+    try:
+        model = MultiTaskModel(encoder, infos, spec.task_embedding)
+    except ValueError as e:  # a task's layer the encoder does not have
+        raise SpecError(spec.source, str(e).split("; ")) from None
     if spec.init_checkpoint:
         loaded = _init_from_checkpoint(model, spec)
         accelerator.print(f"mtdnn: from {spec.init_checkpoint}: encoder and heads of "
@@ -415,13 +455,21 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     model.max_seq_length = spec.max_seq_length
     model.train()  # from_pretrained returns eval mode: dropout would be off
 
-    sampler = MultiTaskBatchSampler(
-        [(name, len(d.train)) for name, d in trainable.items()],
-        {name: spec.batch_size(d.spec) for name, d in trainable.items()},
-        strategy=t.sampler, temperature=t.temperature, examples_cap=t.examples_cap,
+    if t.main_task is not None and t.main_task not in trainable:
+        raise SpecError(spec.source, [f"train.main_task: '{t.main_task}' has no training data"])
+    sampler_args = ([(name, len(d.train)) for name, d in trainable.items()],
+                    {name: spec.batch_size(d.spec) for name, d in trainable.items()})
+    sampler_kwargs = dict(
+        temperature=t.temperature, examples_cap=t.examples_cap, main_task=t.main_task,
+        main_ratio=t.main_ratio, anneal_end=t.anneal_end,
         seed=spec.seed, num_replicas=accelerator.num_processes, rank=accelerator.process_index,
         lengths={name: d.train["length"] for name, d in trainable.items()},
         group_by_length=t.group_by_length)
+    # The annealed schedule needs the run's length in sampler steps, which follows from its epoch
+    # length: proportional's (every batch once). It is built below, once total_steps is known.
+    annealed = t.sampler == "annealed"
+    sampler = MultiTaskBatchSampler(*sampler_args, strategy="proportional" if annealed
+                                    else t.sampler, **sampler_kwargs)
     steps_per_epoch = max(1, len(sampler) // t.gradient_accumulation_steps)
     joint = t.step_mode == "joint"
     samplers = task_samplers(trainable, spec, accelerator.num_processes,
@@ -433,6 +481,17 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         steps_per_epoch = max(1, math.ceil(len(sampler) / len(samplers))
                               // t.gradient_accumulation_steps)
     total_steps = t.max_steps or math.ceil(t.epochs * steps_per_epoch)
+    if annealed:  # sampler steps are micro-batches
+        sampler = MultiTaskBatchSampler(
+            *sampler_args, strategy="annealed", **sampler_kwargs,
+            anneal_steps=total_steps * t.gradient_accumulation_steps)
+    if t.sampler in ("main_ratio", "annealed"):
+        shares = ", ".join(f"{k} {p:.1%}" for k, p in sampler.task_probabilities().items())
+        if annealed:
+            last = sampler.annealed_probabilities(total_steps * t.gradient_accumulation_steps - 1)
+            shares += " at the first step; " + ", ".join(f"{k} {p:.1%}" for k, p in last.items())
+            shares += " at the last"
+        accelerator.print(f"mtdnn: {t.sampler} sampling, shares of steps: {shares}")
     eval_every = t.eval_every or steps_per_epoch
     save_every = t.save_every or eval_every
     weighting = make_weighting(spec, list(trainable), steps_per_epoch).to(accelerator.device)
@@ -533,6 +592,8 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
             running.setdefault(task, []).extend(values)
         _update_loss_weights(accelerator, weighting, step, step_losses,
                              joint_step.grad_norms() if joint else None)
+        if t.sharing == "soft":  # the copies' L2 pull, after the (all-reduced) task gradients
+            accelerator.unwrap_model(model).add_soft_sharing_grad(t.soft_sharing_weight)
         if t.max_grad_norm is not None:
             accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
         optimizer.step()
@@ -552,6 +613,8 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
                  "lr": scheduler.get_last_lr()[0],
                  "elapsed_s": round(time.perf_counter() - start, 2),
                  **{f"loss/{k}": v for k, v in losses.items()},
+                 **({"soft_sharing_penalty": accelerator.unwrap_model(model)
+                     .soft_sharing_penalty().item()} if t.sharing == "soft" else {}),
                  **{f"weight/{k}": v.item() for k, v in weights_used.items()}})
 
         if step % eval_every == 0 or step == total_steps:

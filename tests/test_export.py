@@ -277,3 +277,41 @@ def test_cli_reports_an_unknown_task_without_traceback(bert_export, tmp_path, ca
     assert "error: unknown task 'mnly'; did you mean 'mnli'?" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--output", str(tmp_path / "x")]) == 2
     assert "name the task to export" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arch", ["bert", "deberta-v2"])
+def test_a_head_on_a_lower_layer_exports_a_shorter_encoder(tmp_path, encoders, arch):
+    """Hierarchical heads: the export keeps the layers up to the head's, so its last hidden state
+    is the one the head reads."""
+    from dataclasses import replace
+
+    activation = "gelu" if arch == "deberta-v2" else "tanh"
+    tasks = [replace(TASKS[0], layer=1), TASKS[3]]
+    ckpt = make_checkpoint(tmp_path / "ckpt", encoders[arch], task_embedding=True,
+                           activation=activation, tasks=tasks)
+    ours = MultiTaskModel.from_pretrained(ckpt)
+    low, top = export(ckpt, "rte", tmp_path / "rte"), export(ckpt, "stsb", tmp_path / "stsb")
+    assert json.loads((low / "config.json").read_text())["num_hidden_layers"] == 1
+    assert json.loads((top / "config.json").read_text())["num_hidden_layers"] == 2
+    assert parity(ours, "rte", low) < 1e-5 and parity(ours, "stsb", top) < 1e-5
+
+
+def test_soft_sharing_exports_the_task_s_own_encoder_copy(tmp_path, tiny_bert):
+    from dataclasses import replace
+
+    from transformers import AutoModel
+
+    tasks = [replace(TASKS[0], encoder_group="nli"), replace(TASKS[3], encoder_group="sim")]
+    ckpt = make_checkpoint(tmp_path / "ckpt", tiny_bert, task_embedding=False, tasks=tasks)
+    model = MultiTaskModel.from_pretrained(ckpt)
+    with torch.no_grad():  # make the copies differ
+        for p in model.group_encoders["sim"].parameters():
+            p.add_(0.05)
+    model.save_pretrained(tmp_path / "ckpt2", extra={"max_seq_length": 64})
+    ours = MultiTaskModel.from_pretrained(tmp_path / "ckpt2")
+    for task in ("rte", "stsb"):
+        assert parity(ours, task, export(tmp_path / "ckpt2", task, tmp_path / task)) < 1e-5
+    encoder = AutoModel.from_pretrained(export(tmp_path / "ckpt2", "stsb", tmp_path / "enc",
+                                               encoder_only=True))
+    sim = ours.group_encoders["sim"].state_dict()
+    assert all(torch.equal(v, sim[k]) for k, v in encoder.state_dict().items() if k in sim)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import asdict
 from pathlib import Path
 
@@ -308,3 +309,110 @@ def test_resolve_encoder_finds_the_bundled_minilm(minilm_path: str, tiny_bert: s
     assert Path(minilm_path, "config.json").is_file()
     assert resolve_encoder(tiny_bert) == tiny_bert
     assert resolve_encoder("bert-base-uncased") == "bert-base-uncased"
+
+
+# --- hierarchical heads: a head reads a chosen layer ---------------------------------------------
+
+
+def test_a_head_reads_the_first_token_of_its_layer(tiny_bert: str):
+    from dataclasses import replace
+
+    tasks = [replace(TASKS[0], layer=1), replace(TASKS[1], layer=-2), TASKS[2]]
+    model = MultiTaskModel(load_encoder(tiny_bert), tasks).eval()  # tiny BERT: 2 layers
+    model.tokenizer = build(tiny_bert).tokenizer
+    inputs = batch(model)
+    with torch.no_grad():
+        hidden = model.encoder(**inputs, output_hidden_states=True).hidden_states
+        assert model.layer_index == {"rte": 1, "stsb": 1, "cola": 2}
+        for task, layer in (("rte", 1), ("stsb", 1), ("cola", 2)):
+            expected = model.heads[task](hidden[layer][:, 0])
+            assert torch.equal(model(task, **inputs)["logits"], expected), task
+        assert not torch.allclose(hidden[1][:, 0], hidden[2][:, 0])
+    # Only the layers at and below the head's get gradient from its loss.
+    model.train()
+    model(TASKS[0].name, **inputs, labels=torch.tensor([0, 1, 0]))["loss"].backward()
+    grads = {i: model.encoder.encoder.layer[i].output.dense.weight.grad for i in (0, 1)}
+    assert grads[0] is not None and grads[0].abs().sum() > 0 and grads[1] is None
+
+
+@pytest.mark.parametrize("layer", [3, -3])
+def test_a_layer_the_encoder_lacks_is_refused(tiny_bert: str, layer: int):
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match=re.escape(
+            f"tasks.rte.layer: layer {layer} does not exist: the encoder has 2 layers (give 1..2, "
+            "-1..-2, or null for the last)")):
+        MultiTaskModel(load_encoder(tiny_bert), [replace(TASKS[0], layer=layer)])
+
+
+# --- soft parameter sharing: an encoder copy per group, pulled together -------------------------
+
+
+def soft_model(tiny_bert: str) -> MultiTaskModel:
+    from dataclasses import replace
+
+    tasks = [replace(TASKS[0], encoder_group="nli"), replace(TASKS[1], encoder_group="sim"),
+             replace(TASKS[2], encoder_group="nli")]
+    model = MultiTaskModel(load_encoder(tiny_bert), tasks)
+    model.tokenizer = build(tiny_bert).tokenizer
+    return model
+
+
+def test_soft_sharing_gives_each_group_its_own_copy(tiny_bert: str, tmp_path: Path):
+    model = soft_model(tiny_bert)
+    assert model.main_group == "nli" and list(model.group_encoders) == ["sim"]
+    assert model.encoder_for("rte") is model.encoder_for("cola") is model.encoder
+    assert model.encoder_for("stsb") is model.group_encoders["sim"]
+    # Copies start equal and are distinct tensors.
+    for a, b in zip(model.encoder.parameters(), model.group_encoders["sim"].parameters()):
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+    assert model.soft_sharing_penalty().item() == 0.0
+    # One task's loss moves its copy only.
+    model(TASKS[1].name, **batch(model), labels=torch.tensor([0.5, 1.0, 2.0]))["loss"].backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None for p in model.group_encoders["sim"].parameters())
+    # The checkpoint keeps every copy; loading gives them back bitwise.
+    with torch.no_grad():
+        for p in model.group_encoders["sim"].parameters():
+            p.add_(0.01)
+    model.save_pretrained(tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / "encoders" / "sim" / "model.safetensors").is_file()
+    loaded = MultiTaskModel.from_pretrained(tmp_path / "ckpt")
+    for name in ("encoder", "group_encoders"):
+        ours, theirs = getattr(model, name).state_dict(), getattr(loaded, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_soft_sharing_penalty_and_its_gradient(tiny_bert: str):
+    """The penalty is sum_g ||theta_g - mean||^2, and the gradient added in place equals
+    autograd's gradient of weight * penalty."""
+    from dataclasses import replace
+
+    tasks = [replace(t, encoder_group=t.name) for t in TASKS[:3]]  # three copies
+    model = MultiTaskModel(load_encoder(tiny_bert), tasks)
+    generator = torch.Generator().manual_seed(0)
+    encoders = [model.encoder, *model.group_encoders.values()]
+    with torch.no_grad():
+        for e in encoders[1:]:
+            for p in e.parameters():
+                p.add_(torch.randn(p.shape, generator=generator) * 0.01)
+    params = [list(e.parameters()) for e in encoders]
+    # Crafted check on one parameter: three values -> deviations from their mean.
+    a, b, c = (ps[0].detach() for ps in params)
+    mean = (a + b + c) / 3
+    one = ((a - mean) ** 2 + (b - mean) ** 2 + (c - mean) ** 2).sum()
+    rest = sum(((torch.stack(ps) - torch.stack(ps).mean(0)) ** 2).sum()
+               for ps in zip(*(p[1:] for p in params)))
+    assert model.soft_sharing_penalty().item() == pytest.approx((one + rest).item(), rel=1e-5)
+
+    weight = 0.3
+    flat = [p for ps in params for p in ps]
+    penalty = sum(((torch.stack(ps) - torch.stack(ps).mean(0)) ** 2).sum()
+                  for ps in zip(*params))
+    expected = torch.autograd.grad(weight * penalty, flat)
+    model.add_soft_sharing_grad(weight)
+    for p, g in zip(flat, expected, strict=True):
+        torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-7)
+    # Added to what is there: a second call doubles it.
+    model.add_soft_sharing_grad(weight)
+    torch.testing.assert_close(flat[0].grad, 2 * expected[0], rtol=1e-4, atol=1e-7)

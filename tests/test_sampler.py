@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 from collections import Counter
+from itertools import islice
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ import torch
 from mtdnn.sampler import STRATEGIES, MultiTaskBatchSampler, TaskBatch
 
 SIZES = {"a": 103, "b": 40, "c": 7}
+# What the strategies that need more than a name get in the tests run for every strategy. With
+# SIZES and batch size 8, main_ratio's epoch is 13 + round(0.46 * 13) = 19 steps, as the others'.
+EXTRA = {"main_ratio": {"main_task": "a", "main_ratio": 0.46}, "annealed": {"anneal_steps": 50}}
 
 
 def by_task(batches: list[TaskBatch]) -> dict[str, list[list[int]]]:
@@ -131,29 +136,29 @@ def test_determinism_and_no_global_rng(strategy):
         torch.manual_seed(global_seed)
         random.seed(global_seed)
         np.random.seed(global_seed)
-        s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, **kw)
+        s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, **EXTRA.get(strategy, {}), **kw)
         return list(s)
 
     base = run(0, seed=7)
     assert run(123, seed=7) == base
     assert run(0, seed=8) != base
-    s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=7)
+    s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=7, **EXTRA.get(strategy, {}))
     s.set_epoch(1)
     epoch1 = list(s)
     assert epoch1 != base and [b.task for b in epoch1] != [b.task for b in base]
     # Iterating leaves the global generators alone.
     np_state, torch_state = np.random.get_state()[1].copy(), torch.get_rng_state()
-    list(MultiTaskBatchSampler(SIZES, 8, strategy=strategy))
+    list(MultiTaskBatchSampler(SIZES, 8, strategy=strategy, **EXTRA.get(strategy, {})))
     assert (np.random.get_state()[1] == np_state).all()
     assert torch.equal(torch.get_rng_state(), torch_state)
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_epochs_advance_automatically(strategy):
-    s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=2)
+    s = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=2, **EXTRA.get(strategy, {}))
     first, second = list(s), list(s)
     assert s.state_dict()["epoch"] == 2 and s.state_dict()["position"] == 0
-    ref = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=2)
+    ref = MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=2, **EXTRA.get(strategy, {}))
     ref.set_epoch(1)
     assert second == list(ref) and first != second
 
@@ -162,7 +167,8 @@ def test_epochs_advance_automatically(strategy):
 @pytest.mark.parametrize("k", [0, 5, 18, 19, 22])  # 19 = len: exactly at the epoch boundary
 def test_resume_matches_uninterrupted_run(strategy, k):
     def make() -> MultiTaskBatchSampler:
-        return MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=11)
+        return MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=11,
+                                     **EXTRA.get(strategy, {}))
 
     uninterrupted = make()
     full = list(uninterrupted) + list(uninterrupted)  # epochs 0 and 1
@@ -214,8 +220,9 @@ def test_load_state_dict_rejects_bad_state():
 @pytest.mark.parametrize("replicas", [2, 3])
 def test_distributed_ranks_share_tasks_and_split_chunks(strategy, replicas):
     sizes, bs = {"a": 50, "b": 13, "c": 2}, 4
-    glob = list(MultiTaskBatchSampler(sizes, bs * replicas, strategy=strategy, seed=4))
-    ranks = [list(MultiTaskBatchSampler(sizes, bs, strategy=strategy, seed=4,
+    extra = EXTRA.get(strategy, {})
+    glob = list(MultiTaskBatchSampler(sizes, bs * replicas, strategy=strategy, seed=4, **extra))
+    ranks = [list(MultiTaskBatchSampler(sizes, bs, strategy=strategy, seed=4, **extra,
                                         num_replicas=replicas, rank=r)) for r in range(replicas)]
     assert all(len(r) == len(glob) for r in ranks)
     seen = {name: Counter() for name in sizes}
@@ -255,7 +262,7 @@ def test_group_by_length_keeps_schedule_and_reduces_padding(strategy, replicas):
     sizes = {"a": 2000, "b": 500, "c": 30}
     rng = np.random.default_rng(0)
     lengths = {k: rng.integers(5, 200, size=n) for k, n in sizes.items()}
-    kw = {"strategy": strategy, "seed": 9, "num_replicas": replicas}
+    kw = {"strategy": strategy, "seed": 9, "num_replicas": replicas, **EXTRA.get(strategy, {})}
     plain = [list(MultiTaskBatchSampler(sizes, 8, rank=r, **kw)) for r in range(replicas)]
     grouped = [list(MultiTaskBatchSampler(sizes, 8, rank=r, lengths=lengths, group_by_length=True,
                                           **kw)) for r in range(replicas)]
@@ -284,3 +291,241 @@ def test_per_task_batch_sizes():
     resumed = MultiTaskBatchSampler({"pairs": 50, "groups": 10}, {"pairs": 8, "groups": 3}, seed=3)
     resumed.load_state_dict({**s.state_dict(), "epoch": 0, "position": 5})
     assert list(resumed) == batches[5:]
+
+
+# --- main_ratio --------------------------------------------------------------------------------
+
+# Batch size 8: "main" has 10 batches, the auxiliary tasks 15 and 5 (20 in all).
+MAIN = {"x": 120, "main": 80, "y": 40}
+
+
+def main_ratio(ratio: float, **kw) -> MultiTaskBatchSampler:
+    return MultiTaskBatchSampler(MAIN, 8, strategy="main_ratio", main_task="main",
+                                 main_ratio=ratio, **kw)
+
+
+@pytest.mark.parametrize("ratio,aux", [(0.5, 5), (1.37, 14), (2.0, 20), (3.5, 35)])
+def test_main_ratio_runs_every_main_batch_once_plus_round_ratio_aux_batches(ratio, aux):
+    s = main_ratio(ratio, seed=3)
+    assert aux == round(ratio * 10)
+    assert len(s) == 10 + aux
+    for epoch in range(3):
+        batches = list(s)
+        assert len(batches) == len(s)
+        groups = by_task(batches)
+        assert sorted(i for idx in groups["main"] for i in idx) == list(range(80))
+        assert len(groups.get("x", [])) + len(groups.get("y", [])) == aux
+        for name, n, nb in (("x", 120, 15), ("y", 40, 5)):
+            # Beyond its batches a task starts a new pass: each pass covers its examples once.
+            got = groups.get(name, [])
+            full, rest = divmod(len(got), nb)
+            for p in range(full):
+                flat = [i for idx in got[p * nb:(p + 1) * nb] for i in idx]
+                assert sorted(flat) == list(range(n)), (epoch, name, p)
+            flat = [i for idx in got[full * nb:] for i in idx]
+            assert len(set(flat)) == len(flat) == min(8 * rest, n)
+        if aux >= 20:  # every auxiliary batch once (twice is the most when aux < 40)
+            assert len(groups["x"]) >= 15 and len(groups["y"]) >= 5
+    # The main batches are spread over the epoch, not run as a block.
+    tasks = [b.task for b in batches]
+    assert tasks != sorted(tasks, key=lambda t: t != "main")
+    probs = s.task_probabilities()
+    assert probs == pytest.approx({"main": 10 / (10 + aux), "x": aux * 15 / 20 / (10 + aux),
+                                   "y": aux * 5 / 20 / (10 + aux)}, abs=1e-12)
+    assert sum(probs.values()) == pytest.approx(1.0)
+
+
+def test_main_ratio_with_every_aux_batch_is_exactly_proportional():
+    # A = 20 = all the auxiliary batches: each auxiliary batch once, as under proportional.
+    s = main_ratio(2.0, seed=5)
+    groups = by_task(list(s))
+    assert {k: len(v) for k, v in groups.items()} == {"main": 10, "x": 15, "y": 5}
+    for name, n in MAIN.items():
+        assert sorted(i for idx in groups[name] for i in idx) == list(range(n))
+    proportional = MultiTaskBatchSampler(MAIN, 8).task_probabilities()
+    assert s.task_probabilities() == pytest.approx(proportional, abs=1e-12)
+
+
+def test_main_ratio_aux_shares_follow_batch_counts_over_epochs():
+    s = main_ratio(0.5, seed=1)  # 5 auxiliary batches an epoch out of 20: x expects 3.75
+    counts: Counter[str] = Counter()
+    for _ in range(300):
+        counts.update(b.task for b in s)
+    assert counts["main"] == 300 * 10
+    assert counts["x"] + counts["y"] == 300 * 5
+    assert counts["x"] / (300 * 5) == pytest.approx(15 / 20, abs=0.03)
+    steps = sum(counts.values())
+    for name, p in s.task_probabilities().items():
+        assert counts[name] / steps == pytest.approx(p, abs=0.02)
+
+
+def test_main_ratio_zero_or_no_aux_task_is_the_main_task_only():
+    s = main_ratio(0.0, seed=2)
+    assert len(s) == 10
+    assert {b.task for b in s} == {"main"}
+    assert s.task_probabilities() == {"x": 0.0, "main": 1.0, "y": 0.0}
+    # No auxiliary batch to draw (drop_last leaves "y", 4 examples, none): main batches only.
+    alone = MultiTaskBatchSampler({"main": 16, "y": 4}, 8, strategy="main_ratio",
+                                  main_task="main", main_ratio=3.0, drop_last=True)
+    assert len(alone) == 2 and [b.task for b in alone] == ["main", "main"]
+
+
+def test_main_ratio_errors():
+    with pytest.raises(ValueError, match=re.escape(
+            "strategy 'main_ratio' needs main_task, one of ['x', 'main', 'y']")):
+        MultiTaskBatchSampler(MAIN, 8, strategy="main_ratio")
+    with pytest.raises(ValueError, match=re.escape(
+            "unknown main task 'mian'; did you mean 'main'? (known: main, x, y)")):
+        MultiTaskBatchSampler(MAIN, 8, strategy="main_ratio", main_task="mian")
+    with pytest.raises(ValueError, match=re.escape(
+            "main_ratio must be >= 0 (auxiliary batches per main-task batch), got -0.5")):
+        main_ratio(-0.5)
+    with pytest.raises(ValueError, match=re.escape(
+            "main task 'main' has no batch: 4 examples, drop_last with a global batch of 8")):
+        MultiTaskBatchSampler({"main": 4, "x": 40}, 8, strategy="main_ratio", main_task="main",
+                              drop_last=True)
+
+
+# --- annealed ----------------------------------------------------------------------------------
+
+
+def annealed(sizes, steps: int, end: float, **kw) -> MultiTaskBatchSampler:
+    return MultiTaskBatchSampler(sizes, kw.pop("batch_size", 1), strategy="annealed",
+                                 anneal_end=end, anneal_steps=steps, **kw)
+
+
+def test_annealed_exponent_goes_from_one_to_anneal_end():
+    s = annealed({"a": 10, "b": 20}, steps=101, end=0.2)
+    assert s.anneal_exponent(0) == 1.0
+    assert s.anneal_exponent(50) == pytest.approx(0.6)
+    assert s.anneal_exponent(100) == pytest.approx(0.2)
+    assert s.anneal_exponent(10_000) == pytest.approx(0.2)  # held after the last step
+    assert annealed({"a": 1}, steps=1, end=0.0).anneal_exponent(0) == 1.0
+    with pytest.raises(ValueError, match="needs anneal_steps"):
+        MultiTaskBatchSampler({"a": 1}, 1).anneal_exponent(0)
+
+
+def test_annealed_probabilities_match_hand_computed_values():
+    s = annealed({"small": 100, "big": 900}, steps=11, end=0.0)
+    assert s.annealed_probabilities(0) == pytest.approx({"small": 0.1, "big": 0.9})
+    # Half way a = 0.5: sqrt(100) = 10 against sqrt(900) = 30.
+    assert s.annealed_probabilities(5) == pytest.approx({"small": 0.25, "big": 0.75})
+    assert s.annealed_probabilities(10) == pytest.approx({"small": 0.5, "big": 0.5})
+    assert s.task_probabilities() == s.annealed_probabilities(0)  # documented: the first step
+    sizes = {"a": 1000, "b": 50, "c": 3}
+    s = annealed(sizes, steps=5, end=0.2)
+    a = 1 - 0.8 * 3 / 4
+    w = {k: n ** a for k, n in sizes.items()}
+    assert s.annealed_probabilities(3) == pytest.approx({k: v / sum(w.values())
+                                                         for k, v in w.items()}, abs=1e-12)
+    # Large tasks and a small exponent stay finite (log space).
+    huge = annealed({"a": 10**300, "b": 1}, steps=2, end=1.0)
+    assert huge.annealed_probabilities(1) == pytest.approx({"a": 1.0, "b": 0.0})
+
+
+def test_annealed_small_task_share_rises_from_first_to_last_epoch():
+    sizes = {"small": 100, "big": 900}
+    s = annealed(sizes, steps=5 * 1000, end=0.0, seed=4)  # five epochs of 1000 steps
+    assert len(s) == 1000
+    shares = []
+    for epoch in range(5):
+        tasks = [b.task for b in s]
+        share = tasks.count("small") / len(tasks)
+        expected = np.mean([s.annealed_probabilities(epoch * 1000 + p)["small"]
+                            for p in range(0, 1000, 10)])
+        assert share == pytest.approx(expected, abs=0.04), epoch
+        shares.append(share)
+    assert shares[0] < 0.2 and shares[-1] > 0.4
+    assert shares[-1] > shares[0] + 0.25
+
+
+def test_annealed_exhausted_tasks_start_a_new_pass():
+    # From step 1 on the exponent is 0 (uniform): "a", 5 batches, is run about 250 times.
+    s = annealed({"a": 10, "b": 1000}, steps=1, end=0.0, batch_size=2, seed=0)
+    got = by_task(list(s))["a"]
+    assert len(got) > 200
+    for p in range(len(got) // 5):
+        assert sorted(i for idx in got[p * 5:(p + 1) * 5] for i in idx) == list(range(10))
+
+
+def test_annealed_errors():
+    with pytest.raises(ValueError, match=re.escape(
+            "strategy 'annealed' needs anneal_steps, the number of sampler steps (micro-batches) "
+            "the training takes")):
+        MultiTaskBatchSampler(SIZES, 8, strategy="annealed")
+    with pytest.raises(ValueError, match=re.escape("anneal_end must be in [0, 1], got 1.5")):
+        annealed(SIZES, steps=10, end=1.5)
+    with pytest.raises(ValueError, match=re.escape("anneal_steps must be >= 1, got 0")):
+        annealed(SIZES, steps=0, end=0.5)
+
+
+# --- both: resuming, ranks, state --------------------------------------------------------------
+
+NEW = {
+    # A = 35 > 20 auxiliary batches: the auxiliary tasks start second passes.
+    "main_ratio": {"task_sizes": MAIN, "strategy": "main_ratio", "main_task": "main",
+                   "main_ratio": 3.5},
+    # Annealing over two and a half epochs of 19 steps: the exponent changes across epochs.
+    "annealed": {"task_sizes": SIZES, "strategy": "annealed", "anneal_end": 0.0,
+                 "anneal_steps": 47},
+}
+
+
+@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("k", [3, 27, 44, 50])  # epochs of 45 and 19 steps
+def test_new_strategies_resume_mid_epoch_with_the_identical_rest(name, k):
+    def make() -> MultiTaskBatchSampler:
+        return MultiTaskBatchSampler(batch_size=8, seed=13, **NEW[name])
+
+    ref = make()
+    full = list(ref) + list(ref) + list(ref)  # epochs 0-2
+    s = make()
+    head: list[TaskBatch] = []
+    while len(head) < k:
+        head.extend(islice(iter(s), k - len(head)))  # a new iterator moves to the next epoch
+    state = json.loads(json.dumps(s.state_dict()))
+    assert (state["epoch"], state["position"]) == divmod(k, len(s))
+    fresh = make()
+    fresh.load_state_dict(state)
+    rest = []
+    while len(head) + len(rest) < len(full):
+        rest.extend(fresh)
+    assert head + rest == full
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_strategies_give_every_rank_the_same_tasks(name):
+    kw = NEW[name]
+    glob = MultiTaskBatchSampler(batch_size=8, seed=6, **kw)
+    ranks = [MultiTaskBatchSampler(batch_size=4, seed=6, num_replicas=2, rank=r, **kw)
+             for r in range(2)]
+    assert len(ranks[0]) == len(ranks[1]) == len(glob)
+    for _ in range(2):  # two epochs
+        g, r0, r1 = list(glob), list(ranks[0]), list(ranks[1])
+        assert [b.task for b in r0] == [b.task for b in r1] == [b.task for b in g]
+        for chunk, a, b in zip(g, r0, r1, strict=True):
+            assert sorted(a.indices + b.indices) == sorted(chunk.indices)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_strategies_state_round_trip_and_config_checks(name):
+    kw = NEW[name]
+    s = MultiTaskBatchSampler(batch_size=8, seed=0, **kw)
+    list(islice(iter(s), 5))
+    state = s.state_dict()
+    assert {"main_task", "main_ratio", "anneal_end", "anneal_steps"} <= set(state)
+    assert json.loads(json.dumps(state)) == state
+    other = MultiTaskBatchSampler(batch_size=8, seed=0, **kw)
+    other.load_state_dict(state)
+    assert other.state_dict() == state and list(other) == list(s)
+    changes = {"main_ratio": {"main_ratio": 2.0}, "annealed": {"anneal_steps": 48}}[name]
+    key = next(iter(changes))
+    with pytest.raises(ValueError, match=f"cannot resume.*{key}="):
+        MultiTaskBatchSampler(batch_size=8, seed=0, **{**kw, **changes}).load_state_dict(state)
+    # A state saved before these keys existed names them.
+    old = {k: v for k, v in state.items()
+           if k not in ("main_task", "main_ratio", "anneal_end", "anneal_steps")}
+    with pytest.raises(ValueError, match=re.escape(
+            "sampler state is missing keys ['main_task', 'main_ratio', 'anneal_end', "
+            "'anneal_steps']")):
+        other.load_state_dict(old)

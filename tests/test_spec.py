@@ -439,3 +439,18 @@ def test_a_bad_list_item_is_reported_once(base: Path):
     hint = " (YAML reads yes/no/on/off as true/false: quote it, e.g. 'yes')"
     assert err.value.problems == [f"tasks.rte.labels[0]: expected a string, got True{hint}",
                                   f"tasks.rte.labels[1]: expected a string, got False{hint}"]
+
+
+def test_sampling_schedule_settings_are_checked(base: Path):
+    with pytest.raises(SpecError) as err:
+        load_spec(base, ["train.sampler=main_ratio"])
+    assert problems_of(err) == ["train.main_task: sampler=main_ratio needs the main task: set "
+                                "train.main_task to one of rte, stsb, cola"]
+    with pytest.raises(SpecError) as err:
+        load_spec(base, ["train.sampler=annealed", "train.step_mode=joint"])
+    assert problems_of(err) == ["train.sampler: 'annealed' picks one task per step; joint steps "
+                                "run every task each step: leave sampler at proportional, or use "
+                                "step_mode: alternating"]
+    spec = load_spec(base, ["train.sampler=main_ratio", "train.main_task=rte",
+                            "train.main_ratio=0.5"])
+    assert (spec.train.main_task, spec.train.main_ratio) == ("rte", 0.5)

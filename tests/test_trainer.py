@@ -203,3 +203,53 @@ def test_task_embedding_is_trained_and_saved(tiny_glue_spec, tmp_path: Path):
     model = MultiTaskModel.from_pretrained(best)
     assert MultiTaskModel.read_registry(best)["task_embedding"] is True
     assert torch.equal(model.task_embedding.weight, weight)
+
+
+@pytest.mark.parametrize("ratio", [0.6, 0.0])
+def test_main_ratio_epochs_hold_every_main_batch_and_ratio_aux_batches(tiny_glue_spec,
+                                                                       tmp_path: Path, ratio):
+    # rte: 40 rows = 5 batches of 8; an epoch adds round(ratio * 5) batches of stsb and cola.
+    run(tiny_glue_spec(tasks="[rte, stsb, cola]"), "train.max_steps=null", "train.epochs=2",
+        "train.sampler=main_ratio", "train.main_task=rte", f"train.main_ratio={ratio}",
+        "train.log_every=1")
+    epoch = 5 + round(ratio * 5)
+    loss_records, eval_records = read_log(tmp_path / "run")
+    assert [r["step"] for r in loss_records] == list(range(1, 2 * epoch + 1))
+    assert [r["step"] for r in eval_records] == [epoch, 2 * epoch]  # eval_every: an epoch
+    assert all(len([k for k in r if k.startswith("loss/")]) == 1 for r in loss_records)
+    tasks = [task for _, task, _ in losses(loss_records)]
+    for e in range(2):
+        assert tasks[e * epoch:(e + 1) * epoch].count("rte") == 5
+    if ratio == 0:
+        assert set(tasks) == {"rte"}
+    sampler = MultiTaskBatchSampler({"rte": 40, "stsb": 40, "cola": 40}, 8,
+                                    strategy="main_ratio", main_task="rte", main_ratio=ratio,
+                                    seed=42)
+    assert tasks == [b.task for b in sampler] + [b.task for b in sampler]
+
+
+def test_annealed_sampler_anneals_over_the_micro_batches_of_the_run(
+        tiny_glue_spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    import mtdnn.trainer
+
+    tasks: list[str] = []
+    original = mtdnn.trainer._TaskStream.__next__
+
+    def recording(self):
+        task, batch = original(self)
+        tasks.append(task)
+        return task, batch
+
+    monkeypatch.setattr(mtdnn.trainer._TaskStream, "__next__", recording)
+    run(tiny_glue_spec(tasks="[rte, stsb, cola]", steps=5), "train.sampler=annealed",
+        "train.anneal_end=0", "train.gradient_accumulation_steps=2",
+        "tasks.cola.max_train_examples=8")
+
+    def schedule(anneal_steps: int) -> list[str]:
+        sampler = MultiTaskBatchSampler({"rte": 40, "stsb": 40, "cola": 8}, 8, seed=42,
+                                        strategy="annealed", anneal_end=0.0,
+                                        anneal_steps=anneal_steps)
+        return [b.task for b in islice(iter(sampler), 10)]
+
+    # 5 optimizer steps of 2 micro-batches: the exponent reaches anneal_end at the 10th batch.
+    assert tasks == schedule(10) != schedule(5)
