@@ -372,6 +372,10 @@ class MultiTaskBatchSampler:
             ValueError: if the state is incomplete, out of range, or saved by a sampler with a
                 different plan-defining config (per-example `lengths` are not checked).
         """
+        # States saved before the main_ratio and annealed strategies existed hold none of their
+        # keys: their values were these defaults.
+        state = {"main_task": None, "main_ratio": 1.0, "anneal_end": 0.2, "anneal_steps": None,
+                 **state}
         missing = [k for k in ("epoch", "position", *_CONFIG_KEYS) if k not in state]
         if missing:
             raise ValueError(f"sampler state is missing keys {missing}")

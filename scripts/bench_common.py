@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+# The scripts measure this checkout's package, whether it is installed or not (or elsewhere).
+if str(REPO) not in sys.path:
+    sys.path.insert(1, str(REPO))
 
 
 def machine_info() -> dict[str, Any]:
@@ -327,3 +330,259 @@ def machine_line(m: dict[str, Any]) -> str:
     return (f"{m['cpu']}, {m['logical_cores']} logical cores ({m['usable_cores']} usable), "
             f"torch {m['torch']} with {m['torch_threads']} threads, transformers "
             f"{m['transformers']}, Python {m['python']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality benchmarks (bench_quality.py, bench_strategies.py): dev metrics of real training runs on
+# GLUE, with the same spec settings, the same bookkeeping and the same tables in both scripts.
+
+HUGE = 10**9  # an interval no run reaches: evaluate and checkpoint at the end only
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+QUALITY_TASKS = ("rte", "mrpc", "stsb", "cola")
+# The metrics each task is reported with, in table order (values of task_specs/glue.yaml's
+# metrics); the first is the task's main metric in glue.yaml (mtdnn's checkpoint selection).
+REPORTED_METRICS = {"rte": ("accuracy",), "mrpc": ("accuracy", "f1"), "stsb": ("pearson",),
+                    "cola": ("matthews_correlation",), "sst2": ("accuracy",),
+                    "qnli": ("accuracy",), "mnli": ("accuracy",), "qqp": ("accuracy", "f1"),
+                    "wnli": ("accuracy",)}
+METRIC_SHORT = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearmanr": "Spearman",
+                "matthews_correlation": "MCC"}
+# Rough rates of this project's 2-core development machine (MiniLM, batch 32, fp32), for the
+# duration estimates printed before a run starts; not measurements of the run itself.
+RATE_TRAIN_SAMPLES_S = 45.0  # training examples per second
+RATE_EVAL_ROWS_S = 160.0  # dev rows per second (the 4 dev sets, ~3.2k rows, in ~20 s)
+OVERHEAD_CHILD_S = 20.0  # a child process: imports and the first model load
+OVERHEAD_RUN_S = 10.0  # one training run inside a child: model load, data, best/ checkpoint
+
+
+def default_glue_dir() -> str:
+    return os.environ.get("MTDNN_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
+
+
+def check_glue_dir(glue_dir: str) -> None:
+    if not (Path(glue_dir) / "RTE" / "train.tsv").is_file():
+        sys.exit(f"no GLUE data in {glue_dir} (give --glue-dir or set MTDNN_GLUE_DIR)")
+
+
+def base_overrides(*, glue_dir: str | None, encoder: str, seed: int, lr: float, batch_size: int,
+                   max_seq_length: int, warmup_ratio: float, weight_decay: float,
+                   tasks: list[str], max_train: int | None, log_every: int = 10) -> list[str]:
+    """mtdnn spec overrides shared by every run of the quality benchmarks: the data, the encoder,
+    the optimizer settings (written out, so that the HF Trainer runs can copy them), and evaluation
+    at the end only (the best checkpoint is then the final model)."""
+    overrides = [f"data_dir={glue_dir or ''}", f"encoder={encoder}", f"seed={seed}",
+                 f"max_seq_length={max_seq_length}", f"train.learning_rate={lr}",
+                 f"train.batch_size={batch_size}", f"train.warmup_ratio={warmup_ratio}",
+                 f"train.weight_decay={weight_decay}", "train.max_grad_norm=1.0",
+                 "train.scheduler=linear", f"train.eval_every={HUGE}", f"train.save_every={HUGE}",
+                 f"train.log_every={log_every}",
+                 # Quoted: YAML reads a bare no as false.
+                 "train.report_to=[none]", "train.mixed_precision='no'"]
+    if max_train:
+        overrides += [f"tasks.{name}.max_train_examples={max_train}" for name in tasks]
+    return overrides
+
+
+def glue_spec(tasks: list[str], overrides: list[str]) -> Any:
+    """task_specs/glue.yaml with `overrides`, restricted to `tasks` (raises SpecError)."""
+    from mtdnn.spec import load_spec
+
+    return load_spec(REPO / "task_specs" / "glue.yaml", overrides, tasks=tasks)
+
+
+def split_sizes(glue_dir: str, tasks: list[str], max_train: int | None
+                ) -> tuple[dict[str, int], dict[str, int]]:
+    """(training rows, dev rows) per task, as the runs will read them."""
+    from mtdnn.data import read_split
+
+    spec = glue_spec(tasks, [f"data_dir={glue_dir}"] + (
+        [f"tasks.{t}.max_train_examples={max_train}" for t in tasks] if max_train else []))
+    train = {t.name: len(read_split(spec, t, "train")) for t in spec.tasks}
+    dev = {t.name: len(read_split(spec, t, "dev")) for t in spec.tasks}
+    return train, dev
+
+
+def batches(rows: int, batch_size: int) -> int:
+    return -(-rows // batch_size)
+
+
+def metric_columns(tasks: list[str]) -> list[tuple[str, str]]:
+    """(task, metric) of each reported column, in table order."""
+    return [(t, m) for t in tasks for m in REPORTED_METRICS.get(t, ("accuracy",))]
+
+
+def main_score(metrics: dict[str, dict[str, float]], tasks: list[str]) -> float:
+    """The mean over tasks of each task's main metric (glue.yaml's first: MRPC accuracy), mtdnn's
+    checkpoint selection score."""
+    return sum(metrics[t][REPORTED_METRICS.get(t, ("accuracy",))[0]] for t in tasks) / len(tasks)
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (n - 1); std None for fewer than two values."""
+    n = len(values)
+    if n == 0:
+        return float("nan"), None
+    mean = sum(values) / n
+    if n < 2:
+        return mean, None
+    return mean, (sum((v - mean) ** 2 for v in values) / (n - 1)) ** 0.5
+
+
+def fmt_mean_std(values: list[float], scale: float = 100.0, digits: int = 1,
+                 signed: bool = False) -> str:
+    """'61.2 ± 1.3' (x scale); one value: '61.2'; none: '-'. signed: '+0.4 ± 2.0'."""
+    if not values:
+        return "-"
+    mean, std = mean_std([scale * v for v in values])
+    sign = "+" if signed else ""
+    # round first: -0.04 must not print as "-0.0"
+    text = f"{round(mean, digits) + 0.0:{sign}.{digits}f}"
+    return text if std is None else f"{text} ± {std:.{digits}f}"
+
+
+def seed_values(results: dict[tuple[str, int], dict[str, Any]], tasks: list[str]
+                ) -> dict[str, dict[int, dict[str, float]]]:
+    """{method: {seed: {"task/metric": value, ..., "mean": main score}}} of stored results keyed
+    by (method, seed), each with "metrics": {task: {metric: value}}. Results that lack a task are
+    left out (a failed or partial unit)."""
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for (method, seed), r in results.items():
+        m = r.get("metrics") or {}
+        if not all(t in m for t in tasks):
+            continue
+        row = {f"{t}/{metric}": m[t][metric] for t, metric in metric_columns(tasks)}
+        row["mean"] = main_score(m, tasks)
+        out.setdefault(method, {})[seed] = row
+    return out
+
+
+def paired_differences(values: dict[str, dict[int, dict[str, float]]], a: str, b: str
+                       ) -> dict[int, dict[str, float]]:
+    """a - b per seed, column by column, over the seeds both have."""
+    seeds = sorted(set(values.get(a, {})) & set(values.get(b, {})))
+    return {s: {k: values[a][s][k] - values[b][s][k] for k in values[a][s]} for s in seeds}
+
+
+def read_train_log(path: str | Path) -> list[dict[str, Any]]:
+    """The records of an mtdnn train_log.jsonl (empty when missing)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def loss_curves(records: list[dict[str, Any]], epoch_offset: float = 0.0
+                ) -> dict[str, list[list[float]]]:
+    """{task: [[epoch, loss], ...]} from train_log records (the loss/<task> entries)."""
+    curves: dict[str, list[list[float]]] = {}
+    for r in records:
+        for key, value in r.items():
+            if key.startswith("loss/") and "epoch" in r:
+                curves.setdefault(key[5:], []).append([r["epoch"] + epoch_offset, value])
+    return curves
+
+
+def loop_seconds(records: list[dict[str, Any]]) -> float | None:
+    """The training loop's time in a train_log: `elapsed_s` of the last step's record (logged
+    before that step's evaluation, so an evaluation at the end only is not counted)."""
+    times = [r["elapsed_s"] for r in records if "elapsed_s" in r]
+    return times[-1] if times else None
+
+
+class ResultStore:
+    """One JSON file per unit of work under `root`: a rerun skips units whose file exists, so an
+    interrupted benchmark goes on where it stopped. Files are written whole (temporary + rename)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, key: str) -> Path:
+        return self.root / f"{key}.json"
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        path = self.path(key)
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+    def put(self, key: str, value: dict[str, Any]) -> None:
+        path = self.path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(value, indent=1), encoding="utf-8")
+        tmp.replace(path)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
+
+class TrainCounter:
+    """What mtdnn's loop trained, counted in a child from outside the package: training rows and
+    tokens (collated rows that carry labels; evaluation rows carry none), optimizer steps, and the
+    training time (from the first training batch to the last optimizer step, in segments that an
+    evaluation closes, so evaluations and what runs between stages are not counted)."""
+
+    def __init__(self) -> None:
+        self.rows = self.tokens = self.batches = self.steps = 0
+        self.seconds = 0.0
+        self._start: float | None = None
+        self._last_step: float | None = None
+
+    def install(self) -> None:
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        import mtdnn.trainer as trainer_mod
+
+        counter = self
+
+        class CountingCollator(trainer_mod.Collator):
+            def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
+                started = time.perf_counter()
+                batch = super().__call__(rows)
+                if rows and "labels" in rows[0]:
+                    counter._on_train_batch(batch, started)
+                return batch
+
+        evaluate_task = trainer_mod.evaluate_task
+
+        def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
+            counter._close()
+            return evaluate_task(*args, **kwargs)
+
+        # train() looks both names up at call time (see patch_mtdnn).
+        trainer_mod.Collator = CountingCollator
+        trainer_mod.evaluate_task = timed_evaluate
+        register_optimizer_step_post_hook(self._on_step)
+
+    def _on_train_batch(self, batch: dict[str, Any], started: float) -> None:
+        if self._start is None:
+            self._start, self._last_step = started, None
+        self.batches += 1
+        self.rows += int(batch["attention_mask"].shape[0])
+        self.tokens += int(batch["attention_mask"].sum())
+
+    def _on_step(self, *_: Any) -> None:
+        self.steps += 1
+        self._last_step = time.perf_counter()
+
+    def _close(self) -> None:
+        if self._start is not None and self._last_step is not None:
+            self.seconds += self._last_step - self._start
+        self._start = self._last_step = None
+
+    def totals(self) -> dict[str, float]:
+        self._close()
+        return {"train_rows": self.rows, "train_tokens": self.tokens,
+                "train_batches": self.batches, "steps": self.steps, "train_s": self.seconds}
+
+
+def command_line() -> str:
+    import shlex
+
+    return "python " + " ".join(shlex.quote(a) for a in [
+        os.path.relpath(sys.argv[0], REPO) if Path(sys.argv[0]).is_absolute() else sys.argv[0],
+        *sys.argv[1:]])
+
+
+def fmt_duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
