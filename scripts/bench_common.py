@@ -8,11 +8,17 @@ Every method is measured by the same instruments, so that no method is timed by 
   * batches: a wrapper around the method's collator records (rows, padded length, real tokens,
     sum of squared real lengths) and the time the first batch of a training run starts.
 
+The quality benchmarks (bench_quality.py, bench_strategies.py) share the rest: the spec overrides
+of their runs, the rows and tokens of each task, a JSON store per unit of work (resumable runs),
+aggregation over seeds (mean ± std, paired differences), and a counter of what mtdnn's loop
+trained and how long it took.
+
 Not a module of the package: imported by the scripts beside it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -348,11 +354,13 @@ REPORTED_METRICS = {"rte": ("accuracy",), "mrpc": ("accuracy", "f1"), "stsb": ("
 METRIC_SHORT = {"accuracy": "acc", "f1": "F1", "pearson": "Pearson", "spearmanr": "Spearman",
                 "matthews_correlation": "MCC"}
 # Rough rates of this project's 2-core development machine (MiniLM, batch 32, fp32), for the
-# duration estimates printed before a run starts; not measurements of the run itself.
-RATE_TRAIN_SAMPLES_S = 45.0  # training examples per second
-RATE_EVAL_ROWS_S = 160.0  # dev rows per second (the 4 dev sets, ~3.2k rows, in ~20 s)
-OVERHEAD_CHILD_S = 20.0  # a child process: imports and the first model load
-OVERHEAD_RUN_S = 10.0  # one training run inside a child: model load, data, best/ checkpoint
+# duration estimates printed before a run starts; not measurements of the run itself. Tokens, not
+# rows: an RTE row costs ~6x a CoLA row.
+RATE_TRAIN_TOKENS_S = 1200.0  # real training tokens per second (bench_throughput: ~1,380)
+RATE_EVAL_TOKENS_S = 3600.0  # real dev tokens per second (RTE+MRPC+STS-B+CoLA dev: ~25 s)
+HF_TRAINER_SLOWDOWN = 1.35  # the HF Trainer's time per token over mtdnn's (short runs, measured)
+OVERHEAD_CHILD_S = 10.0  # a child process: imports
+OVERHEAD_RUN_S = 5.0  # one training run inside a child: model load, data, best/ checkpoint
 
 
 def default_glue_dir() -> str:
@@ -390,16 +398,35 @@ def glue_spec(tasks: list[str], overrides: list[str]) -> Any:
     return load_spec(REPO / "task_specs" / "glue.yaml", overrides, tasks=tasks)
 
 
-def split_sizes(glue_dir: str, tasks: list[str], max_train: int | None
-                ) -> tuple[dict[str, int], dict[str, int]]:
-    """(training rows, dev rows) per task, as the runs will read them."""
-    from mtdnn.data import read_split
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """Rows and real tokens of each task's training and dev splits, as the runs read them."""
 
-    spec = glue_spec(tasks, [f"data_dir={glue_dir}"] + (
+    train_rows: dict[str, int]
+    train_tokens: dict[str, int]
+    dev_rows: dict[str, int]
+    dev_tokens: dict[str, int]
+
+
+def split_sizes(glue_dir: str, tasks: list[str], max_train: int | None, encoder: str,
+                max_seq_length: int) -> Sizes:
+    """Reads and tokenizes the splits the runs will use (into $MTDNN_CACHE, where the runs find
+    them again): the rows and tokens that the duration estimates are made of."""
+    from mtdnn.data import read_split, tokenize
+    from mtdnn.trainer import load_tokenizer
+
+    spec = glue_spec(tasks, [f"data_dir={glue_dir}", f"encoder={encoder}"] + (
         [f"tasks.{t}.max_train_examples={max_train}" for t in tasks] if max_train else []))
-    train = {t.name: len(read_split(spec, t, "train")) for t in spec.tasks}
-    dev = {t.name: len(read_split(spec, t, "dev")) for t in spec.tasks}
-    return train, dev
+    tokenizer = load_tokenizer(spec)
+    out: dict[str, dict[str, int]] = {k: {} for k in ("train_rows", "train_tokens", "dev_rows",
+                                                      "dev_tokens")}
+    for task in spec.tasks:
+        for split in ("train", "dev"):
+            rows = read_split(spec, task, split)
+            ds = tokenize(rows, tokenizer, max_seq_length, for_training=split == "train")
+            out[f"{split}_rows"][task.name] = len(rows)
+            out[f"{split}_tokens"][task.name] = int(sum(ds["length"]))
+    return Sizes(**out)
 
 
 def batches(rows: int, batch_size: int) -> int:
