@@ -372,6 +372,35 @@ def check_glue_dir(glue_dir: str) -> None:
         sys.exit(f"no GLUE data in {glue_dir} (give --glue-dir or set MTDNN_GLUE_DIR)")
 
 
+def finish_args(parser: Any, args: Any, presets: dict[str, dict[str, Any]]) -> Any:
+    """What the quality scripts share after parsing: options left unset take the preset's value
+    (--quick or full), then the seeds and tasks are checked (parser.error exits with usage)."""
+    for key, value in presets["quick" if args.quick else "full"].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if len(set(args.seeds)) != len(args.seeds):
+        parser.error(f"--seeds repeats a seed: {args.seeds}")
+    unknown = [t for t in args.tasks if t not in REPORTED_METRICS]
+    if unknown:
+        parser.error(f"unknown task(s) {unknown}; choose from {list(REPORTED_METRICS)}")
+    return args
+
+
+def open_out(args: Any) -> tuple[Path, ResultStore, Path, Sizes]:
+    """Checks the data, then prepares --out: (the directory, its result store, its log
+    directory, the sizes of the splits the runs will read). The tokenized splits are cached
+    under it, where every run of the benchmark finds them."""
+    check_glue_dir(args.glue_dir)
+    child_env()
+    out = Path(args.out).absolute()
+    os.environ.setdefault("MTDNN_CACHE", str(out / "cache"))
+    store, logs = ResultStore(out / "results"), out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    sizes = split_sizes(args.glue_dir, args.tasks, args.max_train, args.encoder,
+                        args.max_seq_length)
+    return out, store, logs, sizes
+
+
 def base_overrides(*, glue_dir: str | None, encoder: str, seed: int, lr: float, batch_size: int,
                    max_seq_length: int, warmup_ratio: float, weight_decay: float,
                    tasks: list[str], max_train: int | None, log_every: int = 10) -> list[str]:

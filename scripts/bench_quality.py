@@ -31,7 +31,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -348,18 +347,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="keep every run's best/ (by default only until it is no longer needed)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    preset = PRESETS["quick" if args.quick else "full"]
-    for key, value in preset.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    args = bc.finish_args(p, p.parse_args(argv), PRESETS)
     if args.ft_lr is None:
         args.ft_lr = args.lr
-    if len(set(args.seeds)) != len(args.seeds):
-        p.error(f"--seeds repeats a seed: {args.seeds}")
-    unknown = [t for t in args.tasks if t not in bc.REPORTED_METRICS]
-    if unknown:
-        p.error(f"unknown task(s) {unknown}; choose from {list(bc.REPORTED_METRICS)}")
     args.methods = [m for m in METHODS if m in args.methods]  # run order: ft after multi
     return args
 
@@ -368,14 +358,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
         return child(*args.child)
-    bc.check_glue_dir(args.glue_dir)
-    bc.child_env()
-    out = Path(args.out).absolute()
-    os.environ.setdefault("MTDNN_CACHE", str(out / "cache"))  # tokenized splits, shared by runs
-    store, logs = bc.ResultStore(out / "results"), out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    sizes = bc.split_sizes(args.glue_dir, args.tasks, args.max_train, args.encoder,
-                           args.max_seq_length)
+    out, store, logs, sizes = bc.open_out(args)
     train_rows, dev_rows = sizes.train_rows, sizes.dev_rows
     base = dict(glue_dir=str(Path(args.glue_dir).absolute()), encoder=args.encoder,
                 batch_size=args.batch_size, max_seq_length=args.max_seq_length,

@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import traceback
@@ -41,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
 PRESETS = {"full": {"seeds": [1], "max_train": 0, "epochs": 3.0},
-           "quick": {"seeds": [1], "max_train": 1000, "epochs": 1.0}}
+           "quick": {"seeds": [1], "max_train": 1000, "epochs": 2.0}}
 BASELINE = "alternating"
 
 
@@ -329,15 +328,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-checkpoints", action="store_true", help="keep every run's best/")
     p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
     p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    for key, value in PRESETS["quick" if args.quick else "full"].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if len(set(args.seeds)) != len(args.seeds):
-        p.error(f"--seeds repeats a seed: {args.seeds}")
-    unknown = [t for t in args.tasks if t not in bc.REPORTED_METRICS]
-    if unknown:
-        p.error(f"unknown task(s) {unknown}; choose from {list(bc.REPORTED_METRICS)}")
+    args = bc.finish_args(p, p.parse_args(argv), PRESETS)
     if len(args.tasks) < 2:
         p.error("multi-task strategies need at least two --tasks")
     # The baseline first, then the table order.
@@ -359,14 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         return child(*args.child)
     from mtdnn.spec import SpecError
 
-    bc.check_glue_dir(args.glue_dir)
-    bc.child_env()
-    out = Path(args.out).absolute()
-    os.environ.setdefault("MTDNN_CACHE", str(out / "cache"))  # tokenized splits, shared by runs
-    store, logs = bc.ResultStore(out / "results"), out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    sizes = bc.split_sizes(args.glue_dir, args.tasks, args.max_train, args.encoder,
-                           args.max_seq_length)
+    out, store, logs, sizes = bc.open_out(args)
     train_rows, dev_rows = sizes.train_rows, sizes.dev_rows
     budget = Budget(tuple(args.tasks), {t: bc.batches(n, args.batch_size)
                                         for t, n in train_rows.items()}, args.epochs)

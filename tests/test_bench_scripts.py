@@ -201,7 +201,7 @@ def test_strategy_args():
     assert (args.seeds, args.max_train, args.epochs) == ([1], 0, 3.0)
     assert args.strategies == list(bs.STRATEGIES)
     quick = bs.parse_args(["--quick", "--strategies", "pcgrad", "joint"])
-    assert (quick.max_train, quick.epochs) == (1000, 1.0)
+    assert (quick.max_train, quick.epochs) == (1000, 2.0)
     assert quick.strategies == ["alternating", "joint", "pcgrad"]  # baseline first, table order
     for bad in (["--tasks", "rte"], ["--strategies", "nope"], ["--seeds", "2", "2"]):
         with pytest.raises(SystemExit):
