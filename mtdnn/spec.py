@@ -674,6 +674,30 @@ def _merge(base: dict, top: dict) -> dict:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, except that a key given twice in one mapping is an error: PyYAML
+    keeps the last value without a word, so a second `train:` block would silently replace the
+    first one whole. Keys merged in with `<<:` may still be overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node,
+                                                                           yaml.ScalarNode):
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in lines:
+                raise _DuplicateKey(f"'{key}' appears twice in one mapping (lines {lines[key]} "
+                                    f"and {line}): merge the two into one")
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
     """Reads a spec file; `include: [other.yaml, ...]` (relative to this file) are read first and
     this file's keys are merged over them, mapping by mapping."""
@@ -685,7 +709,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
         raise SpecError(str(path), [f"include loop: {chain}"])
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+    except _DuplicateKey as e:
+        raise SpecError(str(path), [str(e)]) from None
     except yaml.YAMLError as e:
         raise SpecError(str(path), [f"not valid YAML: {e}"]) from None
     if not isinstance(data, dict):

@@ -213,6 +213,23 @@ def test_missing_include_names_the_including_file(tmp_path: Path):
         load_spec(top)
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_replacement(tmp_path: Path):
+    path = write_spec(tmp_path / "s.yaml", BASE + "train:\n  epochs: 2\n"
+                      "output_dir: out\ntrain:\n  learning_rate: 3.0e-5\n")
+    first = BASE.count("\n") + 1
+    with pytest.raises(SpecError) as e:
+        load_spec(path)
+    assert e.value.problems == [f"'train' appears twice in one mapping (lines {first} and "
+                                f"{first + 3}): merge the two into one"]
+    # The same key in different mappings is fine, and `<<:` merge keys may still be overridden.
+    ok = write_spec(tmp_path / "ok.yaml", BASE + "defaults: &d {epochs: 2, batch_size: 8}\n"
+                    "train:\n  <<: *d\n  epochs: 3\n")
+    with pytest.raises(SpecError, match="defaults"):  # an unknown top-level field, not a twin
+        load_spec(ok)
+    write_spec(ok, BASE + "train:\n  <<: {epochs: 2, batch_size: 8}\n  epochs: 3\n")
+    assert (load_spec(ok).train.epochs, load_spec(ok).train.batch_size) == (3, 8)
+
+
 def test_env_expansion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("MTDNN_T_OUT", "/scratch/out")
     monkeypatch.setenv("MTDNN_T_EMPTY", "")
