@@ -753,7 +753,14 @@ def load_spec(path: str | Path, overrides: typing.Sequence[str] = (),
         if missing:
             raise SpecError(str(path), [unknown_name_message("task", t, data["tasks"])
                                         for t in missing])
+        left_out = [t for t in data["tasks"] if t not in tasks]
         data["tasks"] = {t: data["tasks"][t] for t in tasks}
+        staged = [(i, t) for i, stage in enumerate(data.get("stages") or [])
+                  if isinstance(stage, dict) for t in stage.get("tasks") or [] if t in left_out]
+        if staged:
+            raise SpecError(str(path), [
+                f"stages[{i}].tasks: task '{t}' is left out by use_tasks/--tasks ({tasks}): "
+                "select it too, or remove it from the stage" for i, t in staged])
     return spec_from_dict(data, source=str(path), base_dir=path.parent)
 
 

@@ -137,6 +137,31 @@ def test_stage_specs_reject_a_spec_without_stages_and_a_late_main_task(spec_path
         stage_specs(late)
 
 
+def test_stage_lists_are_checked_against_the_tasks(spec_path: Path):
+    text = spec_path.read_text()
+    stages = text[text.index("stages:"):]
+
+    def problems(new_stages: str, **kw) -> list[str]:
+        bad = spec_path.with_name("bad.yaml")
+        write_spec(bad, text.replace(stages, new_stages))
+        with pytest.raises(SpecError) as e:
+            load_spec(bad, **kw)
+        return e.value.problems
+
+    assert problems("stages:\n  - tasks: [sent, pair]\n  - tasks: [pair]\n") == [
+        "stages[1].tasks: task 'pair' is already added by stage 1 (later stages keep training it)"]
+    assert problems("stages:\n  - tasks: [sent]\n") == [
+        "stages: tasks ['pair'] are in no stage: add them to a stage, or leave them out with "
+        "use_tasks"]
+    assert problems("stages:\n  - tasks: [sent, pairs]\n")[0].startswith(
+        "stages[0].tasks: unknown task 'pairs'")
+    # A task left out by use_tasks (or --tasks) but named by a stage: said as such, not "unknown".
+    assert problems(stages, tasks=["sent"]) == [
+        "stages[1].tasks: task 'pair' is left out by use_tasks/--tasks (['sent']): select it too, "
+        "or remove it from the stage"]
+    assert load_spec(spec_path, tasks=["pair", "sent"]).stages == load_spec(spec_path).stages
+
+
 def test_stages_table_shows_each_stage_and_the_change():
     table = stages_table({
         "stage-1": {"a": {"accuracy": 0.5}},
