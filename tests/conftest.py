@@ -21,8 +21,10 @@ SPECS = REPO / "task_specs"
 
 
 def glue_dir() -> Path:
-    """The real GLUE files: $MTDNN_GLUE_DIR, else ../shared/data/glue beside the checkout."""
-    return Path(os.environ.get("MTDNN_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue")
+    """The real GLUE files: $MTDNN_GLUE_DIR, else ../shared/data/glue beside the checkout; absolute,
+    as the specs that read it make their paths (the README runs the tests with a relative one)."""
+    return Path(os.environ.get("MTDNN_GLUE_DIR") or REPO.parent / "shared" / "data" / "glue"
+                ).absolute()
 
 
 requires_glue = pytest.mark.skipif(not (glue_dir() / "RTE" / "train.tsv").is_file(),
