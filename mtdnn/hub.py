@@ -162,7 +162,38 @@ def _copy_checkpoint(checkpoint: Path, target: Path) -> None:
                          "only: remove them from the checkpoint")
     target.mkdir(parents=True, exist_ok=True)
     for path in files:
-        shutil.copy2(path, target / path.name)
+        if path.name == "spec.yaml":
+            (target / path.name).write_text(public_spec(path), encoding="utf-8")
+        else:
+            shutil.copy2(path, target / path.name)
+
+
+def _local_name(value: str | None) -> str | None:
+    """A path of the machine that trained -> its last component; a Hub id stays as it is."""
+    if value is None or _is_hub_id(value):
+        return value
+    return Path(value).name
+
+
+def public_spec(path: str | Path) -> str:
+    """A checkpoint's spec.yaml as it is uploaded: without what only means something on the machine
+    that trained, so that an upload does not publish its directory layout. The data directory and
+    the checkpoint the run started from are left out, the output directory keeps its last
+    component, and local paths of the encoder, the tokenizer and data files keep their names.
+    Loading the model needs none of them (the encoder and tokenizer are in the checkpoint);
+    `mtdnn evaluate` on a download reads the tasks' Hub sources, or the files under a data_dir
+    given again (`data_dir=...`)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data.update(data_dir=None, init_checkpoint=None, fresh_heads=[],
+                encoder=_local_name(data.get("encoder")),
+                tokenizer=_local_name(data.get("tokenizer")))
+    if data.get("output_dir"):
+        data["output_dir"] = str(Path("runs") / Path(data["output_dir"]).name)
+    for task in (data.get("tasks") or {}).values():
+        for source in (task.get("files") or {}).values():
+            if isinstance(source, dict) and Path(str(source.get("path") or "")).is_absolute():
+                source["path"] = Path(source["path"]).name
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -267,9 +298,10 @@ def model_card(checkpoint: str | Path, task: str | None = None, repo_id: str | N
 
     parts = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {name}", ""]
+    encoder = _local_name(spec.encoder)  # a local path names only its folder
     what = (f"The `{task}` head of a multi-task model, exported as a plain transformers model: "
-            f"its shared encoder (`{spec.encoder}`) was" if task else
-            f"A multi-task model: one shared encoder (`{spec.encoder}`) with one head per task,")
+            f"its shared encoder (`{encoder}`) was" if task else
+            f"A multi-task model: one shared encoder (`{encoder}`) with one head per task,")
     parts += [f"{what} fine-tuned on {len(infos)} task(s) at once ({', '.join(infos)}) with "
               "`mtdnn`, multi-task fine-tuning in the style of "
               "[MT-DNN](https://arxiv.org/abs/1901.11504).", ""]
@@ -345,7 +377,8 @@ def _settings_section(spec: Spec, registry: dict[str, Any], step: int | None,
     length = f"{t.max_steps} optimizer steps" if t.max_steps else f"{t.epochs:g} epochs"
     sampler = t.sampler + (f" (temperature {t.temperature:g})" if t.sampler == "temperature"
                            else "")
-    rows = [("encoder", f"`{spec.encoder}`"), ("max sequence length", spec.max_seq_length),
+    rows = [("encoder", f"`{_local_name(spec.encoder)}`"),
+            ("max sequence length", spec.max_seq_length),
             ("learning rate", f"{t.learning_rate:g} ({t.scheduler}, warmup ratio "
                               f"{t.warmup_ratio:g})"),
             ("batch size", f"{t.batch_size} x {t.gradient_accumulation_steps} accumulation"),

@@ -19,6 +19,7 @@ from conftest import SPECS, write_spec
 from hub_stub import HubStub
 
 from mtdnn.hub import model_card, push_to_hub
+from mtdnn.spec import load_spec
 
 TOKEN = "hf_stubTOKEN_1234567890abcdef"  # a made-up token: it must never show up in any output
 
@@ -150,13 +151,28 @@ def test_push_export_through_lfs(run, online, monkeypatch, tmp_path, capfd, capl
     assert TOKEN not in out + err + caplog.text
 
 
-def test_push_checkpoint_with_the_default_client(run, online, capfd, caplog):
+def test_push_checkpoint_with_the_default_client(run, online, capfd, caplog, tmp_path):
     # Every file a regular blob: the client's default (Xet-capable) upload pipeline runs as is.
     hub = online(lfs=False)
     url = push_to_hub(run / "best", "me/tiny-glue", token=TOKEN)
     received = hub.files("me/tiny-glue")
     checkpoint = folder_bytes(run / "best")
-    assert {k: v for k, v in received.items() if k != "README.md"} == checkpoint
+    assert set(received) == set(checkpoint) | {"README.md"}
+    assert {k: v for k, v in received.items() if k not in ("README.md", "spec.yaml")} == \
+        {k: v for k, v in checkpoint.items() if k != "spec.yaml"}
+    # spec.yaml and the card do not publish the training machine's directories.
+    spec_text = received["spec.yaml"].decode()
+    saved = yaml.safe_load(checkpoint["spec.yaml"])
+    assert str(run.parent) in saved["output_dir"] and saved["data_dir"]  # what there was to hide
+    for local in (str(run.parent), saved["data_dir"], saved["encoder"]):
+        assert local not in spec_text and local not in received["README.md"].decode()
+    public = yaml.safe_load(spec_text)
+    assert (public["data_dir"], public["output_dir"], public["init_checkpoint"]) == \
+        (None, "runs/run", None)
+    assert public["encoder"] == Path(saved["encoder"]).name
+    assert public["tasks"] == saved["tasks"] and public["train"] == saved["train"]
+    spec = load_spec(write_spec(tmp_path / "spec.yaml", spec_text))  # still a valid spec
+    assert [t.hub.path for t in spec.tasks] == ["nyu-mll/glue", "nyu-mll/glue", "microsoft/wiki_qa"]
     assert received["README.md"].decode() == model_card(run / "best", repo_id="me/tiny-glue")
     assert hub.repos["me/tiny-glue"].visibility is None  # not --private: the Hub's default
     assert url.startswith(f"{hub.url}/me/tiny-glue/commit/")
