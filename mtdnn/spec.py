@@ -675,7 +675,7 @@ def _merge(base: dict, top: dict) -> dict:
 
 
 class _DuplicateKey(yaml.YAMLError):
-    pass
+    """A key given twice in one mapping: reported as a spec problem, not as invalid YAML."""
 
 
 class _StrictLoader(yaml.SafeLoader):
