@@ -18,7 +18,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "load_spec": "mtdnn.spec", "Spec": "mtdnn.spec", "TaskSpec": "mtdnn.spec",
-    "SpecError": "mtdnn.spec", "DataError": "mtdnn.data", "check_data": "mtdnn.data",
+    "UserError": "mtdnn.errors", "SpecError": "mtdnn.errors", "DataError": "mtdnn.errors",
+    "CheckpointError": "mtdnn.errors", "check_data": "mtdnn.data",
+    "Instrument": "mtdnn.instrument", "load_model": "mtdnn.checkpoint",
     "train": "mtdnn.trainer", "TrainResult": "mtdnn.trainer",
     "evaluate": "mtdnn.evaluation", "predict_file": "mtdnn.evaluation",
     "MultiTaskModel": "mtdnn.model", "MultiTaskBatchSampler": "mtdnn.sampler",

@@ -1,7 +1,9 @@
 """The `mtdnn` command: a thin layer over the Python API, one subcommand per API function.
 
-User mistakes (a bad spec, bad data, an unknown task, a missing file) print one message that names
-the file, key or row and the fix, and exit with status 2, without a traceback.
+User mistakes (a bad spec, bad data, an unknown task, a missing file, a directory that is not a
+checkpoint: `mtdnn.errors.UserError`) print one message that names the file, key or row and the
+fix, and exit with status 2, without a traceback. Anything else is a bug: its traceback is kept,
+with a line asking for a report, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ import os
 import sys
 from collections.abc import Sequence
 
+from mtdnn.errors import UserError
+
 EXIT_USER_ERROR = 2
+EXIT_BUG = 1
 
 
 def _split_list(text: str | None) -> list[str] | None:
@@ -48,8 +53,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from mtdnn.continual import train_stages
 
         if args.resume not in (None, True):
-            raise ValueError(f"--resume {args.resume}: a spec with stages resumes each stage from "
-                             "its own checkpoints: give --resume without a path")
+            raise UserError(f"--resume {args.resume}", "a spec with stages resumes each stage "
+                                                       "from its own checkpoints: give --resume "
+                                                       "without a path")
         train_stages(spec, progress=not args.no_progress, resume=bool(args.resume))
         return 0
     train(spec, progress=not args.no_progress, resume=args.resume or False)
@@ -70,7 +76,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from mtdnn.evaluation import evaluate
 
     results = evaluate(args.checkpoint, tasks=_split_list(args.tasks), split=args.split,
-                       data_dir=args.data_dir, batch_size=args.batch_size)
+                       data_dir=args.data_dir, batch_size=args.batch_size,
+                       trust_remote_code=args.trust_remote_code)
     lines = ["| task | metric | value |", "|---|---|---:|"]
     lines += [f"| {task} | {m} | {100 * v:.2f} |" for task, splits in results.items()
               for m, v in splits[args.split].items()]
@@ -88,18 +95,20 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.glue_submission:
         given = [k for k, v in single.items() if v is not None]
         if given:
-            raise ValueError(f"--glue-submission predicts every GLUE task of the checkpoint: drop "
-                             f"{', '.join(given)} (or drop --glue-submission)")
+            raise UserError("--glue-submission", f"predicts every GLUE task of the checkpoint: "
+                                                 f"drop {', '.join(given)} (or drop "
+                                                 "--glue-submission)")
         return _glue_submission(args)
     missing = [k for k, v in single.items() if v is None]
     if missing:
-        raise ValueError(f"predict needs {', '.join(missing)} (one task's predictions), or "
-                         "--glue-submission DIR (the GLUE leaderboard files)")
+        raise UserError("predict", f"needs {', '.join(missing)} (one task's predictions), or "
+                                   "--glue-submission DIR (the GLUE leaderboard files)")
     if args.data_dir is not None:
-        raise ValueError("--data-dir goes with --glue-submission; --input names the file to "
-                         "predict")
+        raise UserError("--data-dir", "goes with --glue-submission; --input names the file to "
+                                      "predict")
     n = predict_file(args.checkpoint, args.task, args.input, args.output,
-                     text_columns=_split_list(args.text_columns), batch_size=args.batch_size)
+                     text_columns=_split_list(args.text_columns), batch_size=args.batch_size,
+                     trust_remote_code=args.trust_remote_code)
     print(f"wrote {n} predictions of task {args.task!r} to {args.output}")
     return 0
 
@@ -108,7 +117,8 @@ def _glue_submission(args: argparse.Namespace) -> int:
     from mtdnn.submission import write_glue_submission
 
     result = write_glue_submission(args.checkpoint, args.glue_submission, data_dir=args.data_dir,
-                                   batch_size=args.batch_size)
+                                   batch_size=args.batch_size,
+                                   trust_remote_code=args.trust_remote_code)
     for path in result.files:
         print(f"wrote {path} ({result.rows[path.name]} rows)")
     for task, reason in result.skipped.items():
@@ -122,7 +132,8 @@ def _glue_submission(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from mtdnn.export import export
 
-    out = export(args.checkpoint, args.task, args.output, encoder_only=args.encoder_only)
+    out = export(args.checkpoint, args.task, args.output, encoder_only=args.encoder_only,
+                 trust_remote_code=args.trust_remote_code)
     what = "the shared encoder" if args.encoder_only else f"task {args.task!r}"
     print(f"exported {what} to {out} (open it with transformers; mtdnn is not needed)")
     return 0
@@ -185,8 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", help="comma-separated tasks (default: all in the checkpoint)")
     p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     p.add_argument("--data-dir", help="read local task files from here instead")
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int,
+                   help="rows per forward pass (default: the run's train.eval_batch_size)")
     p.add_argument("--output", help="also write the metrics as JSON here")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with the checkpoint's encoder (trusted sources only)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("predict", help="predict with one task's head of a checkpoint")
@@ -201,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glue-submission", metavar="DIR",
                    help="instead: write the GLUE leaderboard files of every GLUE task here")
     p.add_argument("--data-dir", help="with --glue-submission: read the GLUE files from here")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with the checkpoint's encoder (trusted sources only)")
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser("export", help="write one task as a plain transformers model")
@@ -210,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, help="a new or empty directory")
     p.add_argument("--encoder-only", action="store_true",
                    help="write the shared encoder (AutoModel) and tokenizer, no head")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with the checkpoint's encoder (trusted sources only)")
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("push", help="upload a checkpoint or one exported task to the Hub",
@@ -241,8 +259,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     # Hub libraries print progress and warnings that bury the messages of a run.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from mtdnn.spec import SpecError
-
     try:
         import datasets
         import transformers
@@ -251,12 +267,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         transformers.utils.logging.disable_progress_bar()  # "Writing model shards" at each save
         datasets.disable_progress_bars()
         return args.func(args)
-    except SpecError as e:  # includes DataError
+    except UserError as e:  # spec, data, checkpoint and command-line mistakes
         print(f"error: {e}", file=sys.stderr)
-    except (KeyError, OSError, ValueError) as e:  # OSError: missing or unwritable paths
-        message = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"error: {message}", file=sys.stderr)
+    except OSError as e:
+        if e.filename is None:  # not about a path the user gave: a bug
+            return _report_bug()
+        # A path the user gave cannot be read or written (permissions, a full disk, a file where
+        # a directory was expected).
+        print(f"error: {e.filename}: {e.strerror or e} (check the path and its permissions)",
+              file=sys.stderr)
+    except Exception:
+        return _report_bug()
     return EXIT_USER_ERROR
+
+
+def _report_bug() -> int:
+    import traceback
+
+    traceback.print_exc()
+    print("\nThis is a bug in mtdnn (not a mistake in your input): please report it to the "
+          "mtdnn issue tracker with the traceback above, the command you ran and `pip show "
+          "mtdnn torch transformers`.", file=sys.stderr)
+    return EXIT_BUG
 
 
 if __name__ == "__main__":

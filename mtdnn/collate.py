@@ -6,6 +6,7 @@ Ranking training rows are listwise groups (a list of candidates each); they are 
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -53,3 +54,17 @@ class Collator:
         if token_type_ids is not None:
             batch["token_type_ids"] = token_type_ids
         return batch
+
+
+def fetch_batch(dataset: Any, indices: list[int], collator: Collator, device: Any, *,
+                labels: bool, instrument: Any = None) -> dict[str, torch.Tensor]:
+    """Rows `indices` of a tokenized split -> a padded batch on `device`: the one batch path of
+    training, evaluation and prediction. `labels`: keep the split's labels (training)."""
+    keys = ("input_ids", "token_type_ids", "labels") if labels else ("input_ids", "token_type_ids")
+    columns = dataset[indices]  # one Arrow read for the whole batch
+    rows = [{k: columns[k][i] for k in keys if k in columns} for i in range(len(indices))]
+    started = time.perf_counter()
+    batch = collator(rows)
+    if instrument is not None:
+        instrument.on_collate(time.perf_counter() - started)
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

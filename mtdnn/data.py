@@ -1,35 +1,44 @@
-"""Task data: local files or Hub datasets -> checked rows -> tokenized `datasets.Dataset`s.
+"""Task data: local files or Hub datasets -> checked rows (`Rows`); `mtdnn.features` tokenizes.
 
 Every task split becomes a table with the same columns, whatever its source:
 `text_a`, `text_b` (pairs only), `label` (class id, float score, or 0/1 relevance; absent when the
 split has no labels, as GLUE test sets), and `id` (the row id used in predictions). Ranking tasks
-add
-`query_id`: the rows of one query are scored together.
+add `query_id`: the rows of one query are scored together.
 
 Local files are read with quoting turned off for TSV (GLUE's files contain stray quotes that default
-CSV quoting silently merges into neighbouring fields) and with `utf-8-sig`, which drops the BOM that
-starts MRPC's files. No value is turned into None: the text "NA" stays "NA".
+CSV quoting silently merges into neighbouring fields), strict quoting for CSV, and with `utf-8-sig`,
+which drops the BOM that starts MRPC's files. No value is turned into None: the text "NA" stays
+"NA". Anything a file gets wrong (not UTF-8, a NUL byte, an unclosed quote, a short row, a label
+outside the list, a JSON value of the wrong type, no rows at all) is a `DataError` naming the file,
+the line, the value and the fix. `read_texts` reads the inputs of `mtdnn predict` the same way.
 """
 
 from __future__ import annotations
 
 import csv
-import hashlib
+import itertools
 import json
-import os
+import math
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtdnn.spec import Column, FileSource, HubSource, Spec, SpecError, TaskSpec
+from mtdnn.errors import DataError
+from mtdnn.spec import Column, FileSource, HubSource, Spec, TaskSpec
+
+__all__ = ["DataError", "Rows", "available_splits", "check_data", "read_split", "read_texts"]
 
 MAX_LISTED = 20  # row problems listed per file before "and N more"
 _FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
-
-
-class DataError(SpecError):
-    """The data of a task is wrong: which file, which row, which value, and the fix."""
+_ID_COLUMNS = ("id", "idx", "index")  # read_texts: the row id, when a file has one of these
+# Whole documents fit in a field: csv's default limit (131072 chars) guards memory, not correctness.
+# 2**31 - 1 is the largest limit every platform's C long takes.
+_FIELD_LIMIT = 2**31 - 1
+_MISSING = object()  # a column a row does not have (short row, absent JSON key), unlike null or ""
+_JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
+               dict: "object", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -53,83 +62,283 @@ class Rows:
 # Reading raw records
 
 
-def _file_format(source: FileSource) -> str:
-    if source.format != "auto":
-        return source.format
-    suffix = Path(source.path).suffix.lower()
+def _format_of(path: str, fmt: str, fix: str) -> str:
+    """The format of a file that exists (a missing path or a directory is a DataError)."""
+    if Path(path).is_dir():
+        raise DataError(path, ["is a directory, not a data file (give the path of the file in it, "
+                               "e.g. RTE/train.tsv)"])
+    if not Path(path).exists():
+        raise DataError(path, ["file not found (check the path)"])
+    if fmt != "auto":
+        return fmt
+    suffix = Path(path).suffix.lower()
     if suffix not in _FORMATS:
-        raise DataError(source.path, [f"cannot tell the format from the extension '{suffix}': "
-                                      "set format: tsv, csv or jsonl"])
+        raise DataError(path, [f"cannot tell the format from the extension '{suffix}': {fix}"])
     return _FORMATS[suffix]
 
 
-def _read_records(source: FileSource) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
+def _open(path: str):
+    try:
+        return open(path, encoding="utf-8-sig", newline="")
+    except OSError as e:
+        raise DataError(path, [f"cannot be read: {e.strerror or e}"]) from None
+
+
+def _lines(f, path: str) -> Iterator[str]:
+    """The lines of an open file; a NUL byte or a byte that is not UTF-8 is a DataError."""
+    try:
+        for n, line in enumerate(f, 1):
+            if "\x00" in line:
+                raise DataError(path, [f"line {n}: a NUL byte (\\x00): the file is binary or "
+                                       "UTF-16, not UTF-8 text (save it as UTF-8 text)"])
+            yield line
+    except UnicodeDecodeError:
+        # Text files are decoded in blocks, so the error does not know its line: find it.
+        raise DataError(path, [_utf8_problem(path)]) from None
+
+
+def _utf8_problem(path: str) -> str:
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                if n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+                    return "line 1: the file is UTF-16, not UTF-8 (save it as UTF-8)"
+                near = raw[max(0, e.start - 20):e.start + 20].decode("latin-1").strip()
+                return (f"line {n}: byte 0x{raw[e.start]:02x} is not UTF-8 (near {near!r}, read "
+                        "as Latin-1; the file is probably Latin-1 or Windows-1252): save the file "
+                        "as UTF-8")
+    return "not UTF-8 text (save the file as UTF-8)"
+
+
+def _next_row(reader: Any, path: str, start: int) -> list[str] | None:
+    try:
+        return next(reader, None)
+    except csv.Error as e:
+        if str(e) == "unexpected end of data":
+            problem = ("a quoted field opens here and is not closed before the end of the file "
+                       '(close the quote; a quote inside a quoted field is written "")')
+        elif "expected after" in str(e):
+            problem = (f"text after the closing quote of a field ({e}): quote the whole field "
+                       'and double the quotes inside it ("")')
+        else:
+            problem = f"not valid CSV ({e})"
+        raise DataError(path, [f"line {start}: {problem}"]) from None
+
+
+def _records(path: str, fmt: str, header: bool
+             ) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
     """Returns (header or None, iterator of (line number, record)); a record is a list of fields
-    (tsv/csv) or a dict (jsonl)."""
-    fmt = _file_format(source)
-    f = open(source.path, encoding="utf-8-sig", newline="")
+    (tsv/csv) or a dict (jsonl). Blank lines are skipped but counted."""
+    f = _open(path)
+    lines = _lines(f, path)
     if fmt == "jsonl":
         def jsonl() -> Iterator[tuple[int, Any]]:
             with f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            record = json.loads(line)
-                        except json.JSONDecodeError as e:
-                            raise DataError(source.path, [f"line {n}: not valid JSON ({e.msg})"]
-                                            ) from None
-                        if not isinstance(record, dict):
-                            raise DataError(source.path, [
-                                f"line {n}: expected a JSON object ({{\"column\": value, ...}}), "
-                                f"got {type(record).__name__}"])
-                        yield n, record
+                for n, line in enumerate(lines, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise DataError(path, [f"line {n}: not valid JSON ({e.msg})"]) from None
+                    if not isinstance(record, dict):
+                        raise DataError(path, [
+                            f"line {n}: expected a JSON object ({{\"column\": value, ...}}), "
+                            f"got {type(record).__name__}"])
+                    yield n, record
         return None, jsonl()
+    if csv.field_size_limit() < _FIELD_LIMIT:  # process-wide, so only ever raised
+        csv.field_size_limit(_FIELD_LIMIT)
     if fmt == "tsv":
-        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:
-        reader = csv.reader(f)
-    header = next(reader, None) if source.header else None
+        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
+    else:  # strict: a stray or unclosed quote is an error, not fields merged in silence
+        reader = csv.reader(lines, strict=True)
+    try:
+        head = _next_row(reader, path, 1) if header else None
+    except DataError:
+        f.close()
+        raise
+    if header and head is None:
+        f.close()
+        raise DataError(path, ["the file is empty (it needs a header row, then one row per "
+                               "example)"])
 
     def rows() -> Iterator[tuple[int, Any]]:
         with f:
             # A quoted CSV field may span lines: a record is numbered by its first line.
             start = reader.line_num + 1
-            for row in reader:
+            while (row := _next_row(reader, path, start)) is not None:
                 if row:
                     yield start, row
                 start = reader.line_num + 1
-    return header, rows()
+    return head, rows()
 
 
 def _column_getter(col: Column, header: list[str] | None, fmt: str, where: str, key: str):
-    """Returns a function record -> value for a column given by name or position."""
+    """Returns a function record -> value (`_MISSING` where the record lacks the column)."""
     if fmt == "jsonl":
         if isinstance(col, int):
             raise DataError(where, [f"{key}: JSON lines are addressed by key, not position {col}"])
-        return lambda rec: rec.get(col)
+        return lambda rec: rec.get(col, _MISSING)
     if isinstance(col, int):
-        return lambda rec: rec[col] if col < len(rec) else None
-    if header is None:
+        i = col
+    elif header is None:
         raise DataError(where, [f"{key}: column {col!r} given by name, but the file is read "
                                 "without a header (header: false): give its 0-based position "
                                 "instead"])
-    if col not in header:
+    elif col not in header:
         raise DataError(where, [f"{key}: no column {col!r} in the header "
                                 f"{header} (fix the column name, or set header: false and use "
                                 "positions)"])
-    i = header.index(col)
-    return lambda rec: rec[i] if i < len(rec) else None
+    else:
+        i = header.index(col)
+    return lambda rec: rec[i] if i < len(rec) else _MISSING
 
 
-def _read_file(task: TaskSpec, split: str, source: FileSource) -> Rows:
-    fmt = _file_format(source)
+# --------------------------------------------------------------------------------------------------
+# Checking values
+
+
+def _kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    """A value as the file writes it: quoted text, or JSON."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _text_problem(name: Column, value: Any) -> str | None:
+    """Why a value (from JSON or a Hub column) is not text; numbers are taken as their text."""
+    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return None
+    what = "null" if value is None else f"{_show(value)}, a JSON {_kind(value)}"
+    return f"text column {name!r} is {what}, not text (write the text as a string)"
+
+
+def _label(task: TaskSpec, index: dict[str, int], value: Any, split: str) -> tuple[Any, str | None]:
+    """A raw label -> (class id / float / 0-1 relevance, None) or (None, the problem)."""
+    if value is None or value is _MISSING or value == "":
+        return None, f"empty label (every {split} row needs one)"
+    typed = f"{_show(value)} (a JSON {_kind(value)})"
+    if isinstance(value, list | dict):
+        return None, f"label {typed} is not one value (give each row a single label)"
+    if task.type == "regression":
+        if isinstance(value, bool):
+            return None, f"label {typed} is not a number (write the score as a number, e.g. 3.5)"
+        try:
+            score = float(value)
+        except ValueError:
+            return None, (f"label {value!r} is not a number (regression tasks need numeric "
+                          "labels)")
+        if not math.isfinite(score):
+            return None, (f"label {_show(value)} is not a finite number (a regression label is a "
+                          "score such as 3.5: fix the row or drop it)")
+        return score, None
+    text = str(value)
+    if task.type == "classification":
+        if text in index:
+            return index[text], None
+        if isinstance(value, str):
+            return None, (f"label {text!r} is not in tasks.{task.name}.labels "
+                          f"{list(task.labels)} (add it to the list or fix the row)")
+        return None, (f"label {typed} reads as {text!r}, which is not in tasks.{task.name}.labels "
+                      f"{list(task.labels)} (write the label as one of them, in a JSON string: "
+                      f"{json.dumps(task.labels[0])})")
+    positive = task.positive_label
+    # A JSON true or 1.0 never equals positive_label "1": every row would silently be irrelevant.
+    if text != positive and (
+            (isinstance(value, bool) and positive not in ("True", "False")) or
+            (isinstance(value, float) and "." not in positive)):
+        return None, (f"label {typed} reads as {text!r}, which can never equal "
+                      f"tasks.{task.name}.positive_label {positive!r} (write relevance as 1/0 or "
+                      f'"1"/"0", or set positive_label)')
+    return int(text == positive), None
+
+
+def _convert_labels(task: TaskSpec, raw: list[Any], where: list[Any], problems: list[str],
+                    split: str) -> list[Any]:
+    """Raw label values -> class ids / floats / relevance; problems name the row and the fix."""
+    out: list[Any] = []
+    index = {name: i for i, name in enumerate(task.labels)}
+    for value, at in zip(raw, where):
+        label, problem = _label(task, index, value, split)
+        if problem:
+            problems.append(f"{_at(at)}: {problem}")
+        out.append(label)
+    return out
+
+
+def _at(where: Any) -> str:
+    return f"line {where}" if isinstance(where, int) else str(where)
+
+
+def _fail(where: str, problems: list[str]) -> None:
+    if problems:
+        more = [f"(and {len(problems) - MAX_LISTED} more)"] if len(problems) > MAX_LISTED else []
+        raise DataError(where, problems[:MAX_LISTED] + more)
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading task splits
+
+
+def _scan(where: str, fmt: str, header: list[str] | None, records: Iterator[tuple[int, Any]],
+          texts: dict[Column, Any], id_col: Column | None, get_id: Any, get_label: Any, fix: str,
+          empty: str):
+    """The checked rows of a file: (text columns, raw labels, ids, line numbers, problems)."""
+    problems: list[str] = []
+    cols: list[list[str]] = [[] for _ in texts]
+    raw_labels: list[Any] = []
+    ids: list[str] = []
+    lines: list[int] = []
+    for n, rec in records:
+        if header is not None and len(rec) != len(header):
+            hint = ("a stray tab or newline inside a field? TSV is read without quoting"
+                    if fmt == "tsv" else "a comma or newline inside a field that is not quoted?")
+            problems.append(f"line {n}: {len(rec)} fields, the header has {len(header)} ({hint})")
+            continue
+        values = [g(rec) for g in texts.values()]
+        if missing := [c for c, v in zip(texts, values) if v is _MISSING]:
+            has = f"keys {list(rec)}" if fmt == "jsonl" else f"{len(rec)} fields"
+            problems.append(f"line {n}: missing text column(s) {missing} (the row has {has}; "
+                            f"{fix})")
+            continue
+        bad = [p for c, v in zip(texts, values) if (p := _text_problem(c, v))]
+        row_id = get_id(rec) if get_id else len(ids)
+        if row_id is _MISSING or row_id is None:
+            bad.append(f"no id in column {id_col!r} (give every row one)")
+        if bad:
+            problems += [f"line {n}: {p}" for p in bad]
+            continue
+        for c, v in zip(cols, values):
+            c.append(str(v))
+        raw_labels.append(get_label(rec) if get_label else None)
+        ids.append(str(row_id))
+        lines.append(n)
+    if not lines and not problems:
+        raise DataError(where, [f"the file has {'a header and ' if header else ''}no rows "
+                                f"({empty})"])
+    return cols, raw_labels, ids, lines, problems
+
+
+def _read_file(task: TaskSpec, split: str, source: FileSource) -> tuple[Rows, list[Any]]:
     where = source.path
+    fmt = _format_of(where, source.format, "set format: tsv, csv or jsonl")
     key = f"tasks.{task.name}.files.{split}"
-    header, records = _read_records(source)
+    header, records = _records(where, fmt, source.header)
     text_cols = source.text or task.text
     label_col = source.label if source.label is not None else task.label
     id_col = source.id if source.id is not None else task.id
-    texts = [_column_getter(c, header, fmt, where, f"{key}.text") for c in text_cols]
+    texts = {c: _column_getter(c, header, fmt, where, f"{key}.text") for c in text_cols}
     # Test splits (GLUE's leaderboard files) have no label column: read labels only if present.
     get_label = None
     if label_col is not None:
@@ -140,70 +349,20 @@ def _read_file(task: TaskSpec, split: str, source: FileSource) -> Rows:
                 raise
     get_id = _column_getter(id_col, header, fmt, where, f"{key}.id") if id_col is not None \
         else None
-    width = len(header) if header else None
-    problems: list[str] = []
-    cols: list[list[str]] = [[] for _ in texts]
-    raw_labels: list[Any] = []
-    ids: list[str] = []
-    lines: list[int] = []
-    for n, rec in records:
-        if width is not None and len(rec) != width:
-            problems.append(f"line {n}: {len(rec)} fields, the header has {width} (a stray tab or "
-                            "newline inside a field? TSV is read without quoting)")
-            continue
-        values = [g(rec) for g in texts]
-        if any(v is None for v in values):
-            problems.append(f"line {n}: missing text column(s) {list(text_cols)} (row has "
-                            f"{len(rec)} fields)")
-            continue
-        for c, v in zip(cols, values):
-            c.append(str(v))
-        raw_labels.append(get_label(rec) if get_label else None)
-        ids.append(str(get_id(rec)) if get_id else str(len(ids)))
-        lines.append(n)
+    cols, raw_labels, ids, lines, problems = _scan(
+        where, fmt, header, records, texts, id_col, get_id, get_label,
+        f"fix the row, or set {key}.text",
+        f"an empty {split} split: fill the file, or remove {key} from the spec")
     # A test file without its label column (headerless, or JSON lines without the key) is
     # unlabelled, not a file of empty labels: decide before converting, which reports empties.
-    if get_label and split == "test" and all(v is None for v in raw_labels):
+    if get_label and split == "test" and all(v is None or v is _MISSING for v in raw_labels):
         get_label = None
     labels = _convert_labels(task, raw_labels, lines, problems, split) if get_label else None
-    if problems:
-        more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
-        raise DataError(where, problems[:MAX_LISTED] + ([more.strip()] if more else []))
-    return _make_rows(task, split, where, cols, labels, ids)
+    _fail(where, problems)
+    return _make_rows(task, split, where, cols, labels, ids), raw_labels
 
 
-def _convert_labels(task: TaskSpec, raw: list[Any], where: list[Any], problems: list[str],
-                    split: str) -> list[Any]:
-    """Raw label values -> class ids / floats / relevance; problems name the row and the fix."""
-    out: list[Any] = []
-    index = {name: i for i, name in enumerate(task.labels)}
-    for value, at in zip(raw, where):
-        if value is None or value == "":
-            problems.append(f"{_at(at)}: empty label (every {split} row needs one)")
-            out.append(None)
-        elif task.type == "classification":
-            text = str(value)
-            if text not in index:
-                problems.append(f"{_at(at)}: label {text!r} is not in tasks.{task.name}.labels "
-                                f"{list(task.labels)} (add it to the list or fix the row)")
-            out.append(index.get(text))
-        elif task.type == "regression":
-            try:
-                out.append(float(value))
-            except (TypeError, ValueError):
-                problems.append(f"{_at(at)}: label {value!r} is not a number (regression tasks "
-                                "need numeric labels)")
-                out.append(None)
-        else:
-            out.append(1 if str(value) == task.positive_label else 0)
-    return out
-
-
-def _at(where: Any) -> str:
-    return f"line {where}" if isinstance(where, int) else str(where)
-
-
-def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> Rows:
+def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[Any]]:
     import datasets
 
     where = f"hub dataset {hub.path}" + (f" ({hub.name})" if hub.name else "")
@@ -224,28 +383,32 @@ def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> Rows:
     if missing:
         raise DataError(where, [f"{key}: no column(s) {missing} in split {hub.splits[split]!r}; it "
                                 f"has {ds.column_names} (set {key}.text / label / id)"])
-    cols = [[str(v) for v in ds[c]] for c in text_cols]
-    labels = None
+    if len(ds) == 0:
+        raise DataError(where, [f"split {hub.splits[split]!r} has no rows"])
+    cols = [list(ds[c]) for c in text_cols]
+    problems = [f"row {i}: {p}" for c, values in zip(text_cols, cols)
+                for i, v in enumerate(values) if (p := _text_problem(c, v))]
+    _fail(where, problems)
+    cols = [[str(v) for v in values] for values in cols]
+    labels, raw = None, []
     if label_col is not None and label_col in ds.column_names:
         raw = list(ds[label_col])
         feature = ds.features[label_col]
         # Test splits on the Hub carry -1 for "no label".
         if split == "test" and all(v == -1 for v in raw):
-            raw = None
+            raw = []
         elif hasattr(feature, "int2str"):
             # A ClassLabel's name is used when the spec lists it (RTE: entailment); otherwise its id
             # as text (SST-2's spec lists "0"/"1", the names of the GLUE files).
             names = [feature.int2str(i) for i in range(feature.num_classes)]
             raw = [names[v] if 0 <= v < len(names) and names[v] in task.labels else str(v)
                    for v in raw]
-        if raw is not None:
-            problems: list[str] = []
+        if raw:
             labels = _convert_labels(task, raw, [f"row {i}" for i in range(len(raw))], problems,
                                      split)
-            if problems:
-                raise DataError(where, problems[:MAX_LISTED])
+            _fail(where, problems)
     ids = [str(v) for v in ds[id_col]] if id_col is not None else [str(i) for i in range(len(ds))]
-    return _make_rows(task, split, where, cols, labels, ids)
+    return _make_rows(task, split, where, cols, labels, ids), raw
 
 
 def _make_rows(task: TaskSpec, split: str, where: str, cols: list[list[str]],
@@ -271,6 +434,28 @@ def _make_rows(task: TaskSpec, split: str, where: str, cols: list[list[str]],
                 query_ids=query_ids)
 
 
+def _ranking_problem(task: TaskSpec, rows: Rows, raw: list[Any]) -> str | None:
+    """Why listwise training would learn nothing from a ranking train split; None if it learns."""
+    if task.type != "ranking" or rows.split != "train" or rows.labels is None:
+        return None
+    assert rows.query_ids is not None
+    per_query: dict[int, set[int]] = {}
+    for q, relevant in zip(rows.query_ids, rows.labels):
+        per_query.setdefault(q, set()).add(relevant)
+    if any(len(values) == 2 for values in per_query.values()):
+        return None
+    seen = dict(Counter(str(v) for v in raw).most_common(10))
+    positive = task.positive_label
+    if 1 not in rows.labels:
+        return (f"tasks.{task.name}.positive_label is {positive!r}, but no training label equals "
+                f"it (labels seen, with row counts: {seen}), so the task would train nothing "
+                "(set positive_label to the label of a relevant candidate, or fix the rows)")
+    return (f"no query has both a relevant and an irrelevant candidate (positive_label is "
+            f"{positive!r}; labels seen, with row counts: {seen}), so the task would train "
+            f"nothing (each query needs a candidate labelled {positive!r} and one labelled "
+            "otherwise)")
+
+
 def available_splits(spec: Spec, task: TaskSpec) -> list[str]:
     if spec.uses_files(task):
         return [s for s in ("train", "dev", "test") if s in task.files]
@@ -278,12 +463,7 @@ def available_splits(spec: Spec, task: TaskSpec) -> list[str]:
     return [s for s in ("train", "dev", "test") if s in task.hub.splits]
 
 
-def read_split(spec: Spec, task: TaskSpec, split: str) -> Rows:
-    """Reads and checks every row of one split of a task.
-
-    Raises:
-        DataError: naming the file, the line and value of each bad row, and the fix.
-    """
+def _read(spec: Spec, task: TaskSpec, split: str) -> tuple[Rows, list[Any]]:
     if split not in available_splits(spec, task):
         raise DataError(spec.source, [f"tasks.{task.name}: no {split!r} split (it has "
                                       f"{available_splits(spec, task)})"])
@@ -293,95 +473,63 @@ def read_split(spec: Spec, task: TaskSpec, split: str) -> Rows:
     return _read_hub(task, split, task.hub)
 
 
-# --------------------------------------------------------------------------------------------------
-# Tokenization
+def read_split(spec: Spec, task: TaskSpec, split: str) -> Rows:
+    """Reads and checks every row of one split of a task.
 
-
-def ranking_groups(rows: Rows, max_candidates: int) -> list[list[int]]:
-    """Training groups for listwise ranking: each group is one relevant row followed by up to
-    `max_candidates - 1` irrelevant rows of the same query. A query's irrelevant rows are spread
-    over as many groups as needed, so every candidate is seen each epoch, without random sampling.
-    Queries with no relevant or no irrelevant row carry no listwise signal and are left out."""
-    assert rows.labels is not None and rows.query_ids is not None
-    by_query: dict[int, tuple[list[int], list[int]]] = {}
-    for i, (q, rel) in enumerate(zip(rows.query_ids, rows.labels)):
-        by_query.setdefault(q, ([], []))[0 if rel else 1].append(i)
-    groups = []
-    step = max_candidates - 1
-    for positives, negatives in by_query.values():
-        for p in positives:
-            for start in range(0, len(negatives), step):
-                groups.append([p, *negatives[start:start + step]])
-    return groups
-
-
-def _cache_key(rows: Rows, tokenizer: Any, max_len: int, extra: str) -> str:
-    h = hashlib.sha256()
-    meta = [rows.task, rows.split, rows.where, len(rows), max_len, extra,
-            type(tokenizer).__name__, tokenizer.name_or_path, len(tokenizer),
-            # settings such as lower-casing change the ids without changing the vocabulary
-            json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str)]
-    h.update(json.dumps(meta).encode())
-    for col in (rows.text_a, rows.text_b or [], [str(x) for x in rows.labels or []]):
-        h.update("\x1f".join(col).encode())
-    return h.hexdigest()[:24]
-
-
-def cache_dir() -> Path:
-    """Where tokenized splits are cached: $MTDNN_CACHE, else $HF_HOME/mtdnn, else ~/.cache/mtdnn."""
-    if os.environ.get("MTDNN_CACHE"):
-        return Path(os.environ["MTDNN_CACHE"])
-    hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    return Path(hf_home) / "mtdnn"
-
-
-def tokenize(rows: Rows, tokenizer: Any, max_len: int, *, for_training: bool,
-             max_candidates: int = 8, use_cache: bool = True):
-    """Tokenizes one split into a `datasets.Dataset` (cached on disk by content).
-
-    Columns: `input_ids`, `token_type_ids` (when the tokenizer makes them), `length` (tokens),
-    `labels` (when the split has labels), `index` (the row's position in `rows`). Ranking training
-    splits hold one listwise group per row: `input_ids` is then a list of candidates and `labels`
-    the position of the relevant one (always 0).
+    Raises:
+        DataError: naming the file, the line and value of each bad row, and the fix; also a ranking
+            train split in which no query has both a relevant and an irrelevant candidate.
     """
-    import datasets
+    rows, raw = _read(spec, task, split)
+    problem = _ranking_problem(task, rows, raw)
+    if problem:
+        raise DataError(rows.where, [problem])
+    return rows
 
-    grouped = for_training and rows.query_ids is not None
-    if grouped and rows.labels is None:
-        raise DataError(rows.where, [f"tasks.{rows.task}: ranking training rows need labels"])
-    table: dict[str, list[Any]] = {"text_a": rows.text_a, "index": list(range(len(rows)))}
-    if rows.text_b is not None:
-        table["text_b"] = rows.text_b
-    if rows.labels is not None:
-        table["labels"] = rows.labels
-    ds = datasets.Dataset.from_dict(table)
-    key = _cache_key(rows, tokenizer, max_len, f"grouped={grouped},{max_candidates}")
-    path = cache_dir() / "tokenized" / f"{rows.task}-{rows.split}-{key}.arrow"
-    if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
 
-    def encode(batch: dict[str, list]) -> dict[str, list]:
-        pair = (batch["text_a"], batch["text_b"]) if "text_b" in batch else (batch["text_a"],)
-        enc = tokenizer(*pair, truncation=True, max_length=max_len)
-        out = {"input_ids": enc["input_ids"], "length": [len(x) for x in enc["input_ids"]]}
-        if "token_type_ids" in enc:
-            out["token_type_ids"] = enc["token_type_ids"]
-        return out
+def read_texts(path: str | Path, columns: Sequence[str], format: str = "auto"
+               ) -> tuple[list[tuple[str, ...]], list[str]]:
+    """Reads the texts to predict: TSV or CSV with a header (columns by name), or JSON lines, with
+    the reader and checks of training files (TSV without quoting, `utf-8-sig`; JSON numbers become
+    text).
 
-    ds = ds.map(encode, batched=True, batch_size=2000, remove_columns=[
-        c for c in ("text_a", "text_b") if c in ds.column_names],
-        cache_file_name=str(path) if use_cache else None, load_from_cache_file=use_cache,
-        new_fingerprint=key, desc=f"tokenizing {rows.task}/{rows.split}")
-    if not grouped:
-        return ds
-    groups = ranking_groups(rows, max_candidates)
-    columns = {c: ds[c] for c in ("input_ids", "token_type_ids") if c in ds.column_names}
-    lengths = ds["length"]
-    table = {c: [[col[i] for i in g] for g in groups] for c, col in columns.items()}
-    table["length"] = [sum(lengths[i] for i in g) for g in groups]
-    table["labels"] = [0] * len(groups)  # the relevant candidate is first in every group
-    table["index"] = [g[0] for g in groups]
-    return datasets.Dataset.from_dict(table)
+    Args:
+        path: the file.
+        columns: the text columns (JSON keys), in the order the task reads them.
+        format: "auto" (from the extension: .tsv, .csv, .jsonl or .json), "tsv", "csv", "jsonl".
+
+    Returns:
+        (one tuple of texts per row, the row ids: the file's `id`, `idx` or `index` column when it
+        has one (JSON lines: when the first record has one), else the 0-based row number as text).
+
+    Raises:
+        DataError: naming the file and each bad line: not found, a directory, empty, no rows, a
+            missing column, a short row, a bad JSON line, a text that is not text, not UTF-8.
+
+    Example:
+        texts, ids = read_texts("RTE/test.tsv", ["sentence1", "sentence2"])
+    """
+    where = str(path)
+    if format not in ("auto", "tsv", "csv", "jsonl"):
+        raise DataError(where, [f"format {format!r} is not one of auto, tsv, csv, jsonl"])
+    fmt = _format_of(where, format, "name the file .tsv, .csv or .jsonl, or give its format")
+    header, records = _records(where, fmt, header=fmt != "jsonl")
+    fix = "rename the columns, or pass --text-columns"
+    if header is not None and (missing := [str(c) for c in columns if str(c) not in header]):
+        raise DataError(where, [f"no column(s) {missing} in the header {header} ({fix})"])
+    if header is None:  # JSON lines: the first record tells whether the rows have ids
+        first = next(records, None)
+        keys = first[1] if first else {}
+        records = itertools.chain([first] if first else [], records)
+    else:
+        keys = header
+    id_col = next((k for k in _ID_COLUMNS if k in keys), None)
+    texts = {str(c): _column_getter(str(c), header, fmt, where, "columns") for c in columns}
+    get_id = _column_getter(id_col, header, fmt, where, "id") if id_col else None
+    cols, _, ids, _, problems = _scan(where, fmt, header, records, texts, id_col, get_id, None,
+                                      fix, "nothing to predict")
+    _fail(where, problems)
+    return list(zip(*cols)), ids
 
 
 def check_data(spec: Spec, splits: Sequence[str] = ("train", "dev", "test")) -> dict[str, dict]:
@@ -398,16 +546,17 @@ def check_data(spec: Spec, splits: Sequence[str] = ("train", "dev", "test")) -> 
             if split not in splits:
                 continue
             try:
-                rows = read_split(spec, task, split)
+                rows, raw = _read(spec, task, split)
             except DataError as e:
                 problems += [f"{e.source}: {p}" for p in e.problems]
                 continue
             counts[task.name][split] = len(rows)
-            if task.type == "ranking" and split == "train" and rows.labels is not None:
-                if not ranking_groups(rows, task.max_candidates):
-                    problems.append(f"{rows.where}: no query has both a relevant and an "
-                                    f"irrelevant candidate (positive_label is "
-                                    f"{task.positive_label!r}; is that the right value?)")
+            # The short form `mtdnn validate` has always printed; read_split says more.
+            if _ranking_problem(task, rows, raw):
+                problems.append(f"{rows.where}: no query has both a relevant and an "
+                                f"irrelevant candidate (positive_label is "
+                                f"{task.positive_label!r}; is that the right value?)")
     if problems:
         raise DataError(spec.source, problems)
     return counts
+

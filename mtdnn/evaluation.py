@@ -7,7 +7,7 @@ slices are gathered and put back in order, so every example is counted exactly o
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import json
 from collections import Counter
 from pathlib import Path
@@ -25,50 +25,59 @@ if TYPE_CHECKING:
 
 
 @torch.inference_mode()
-def score_rows(model: MultiTaskModel, task: str, dataset: Any, collator: Collator,
-               batch_size: int, accelerator: Any = None) -> np.ndarray:
-    """Head outputs for every row of a tokenized split, in row order: class ids (classification)
-    or scores. Rows are run longest-first, so each batch is padded little."""
-    from mtdnn.heads import predictions
+def logits_of(model: MultiTaskModel, task: str, dataset: Any, batch_size: int,
+              accelerator: Any = None, collator: Collator | None = None,
+              instrument: Any = None) -> np.ndarray:
+    """The head's outputs (N, outputs) for every row of a tokenized split, in row order.
+
+    Rows are run sorted by length, longest first (each batch is padded little; an out-of-memory
+    error comes at the first batch), and put back in order. Under several processes each rank
+    scores its own slice (`rank::world`) and the slices are gathered, so every row is counted
+    exactly once.
+    """
+    from mtdnn.collate import Collator, fetch_batch
 
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
+    collator = collator or Collator(model.tokenizer.pad_token_id)
     was_training = model.training
     model.eval()
     lengths = np.asarray(dataset["length"])
     order = np.argsort(-lengths, kind="stable")[rank::world]
-    mine: list[tuple[int, float]] = []
+    mine: list[tuple[int, list[float]]] = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size].tolist()
-        cols = dataset[idx]
-        rows = [{k: cols[k][i] for k in ("input_ids", "token_type_ids") if k in cols}
-                for i in range(len(idx))]
-        batch = {k: v.to(device) for k, v in collator(rows).items()}
-        with accelerator.autocast() if accelerator else torch.autocast("cpu", enabled=False):
+        batch = fetch_batch(dataset, idx, collator, device, labels=False, instrument=instrument)
+        with accelerator.autocast() if accelerator else contextlib.nullcontext():
             logits = model(task, **batch)["logits"]
-        mine += zip(idx, predictions(model.tasks[task].type, logits).tolist())
+        mine += zip(idx, logits.float().cpu().tolist())
     model.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
 
         mine = gather_object(mine)
-    out = np.empty(len(dataset), dtype=np.float64)
-    seen = np.zeros(len(dataset), dtype=bool)
-    for i, value in mine:
-        out[i], seen[i] = value, True
-    assert seen.all(), "evaluation lost rows"
+    width = model.tasks[task].num_outputs
+    out = np.full((len(dataset), width), np.nan, dtype=np.float64)
+    for i, values in mine:
+        out[i] = values
+    assert not np.isnan(out).all(axis=1).any(), "evaluation lost rows"
     return out
 
 
+def predictions(task_type: str, logits: np.ndarray) -> np.ndarray:
+    """Logits -> what metrics compare: class ids, or the raw score (regression, ranking)."""
+    return logits.argmax(-1) if task_type == "classification" else logits[:, 0]
+
+
 def evaluate_task(model: MultiTaskModel, info: TaskInfo, dataset: Any, rows: Rows,
-                  accelerator: Any, batch_size: int, collator: Collator) -> dict[str, float]:
+                  accelerator: Any, batch_size: int, collator: Collator | None = None,
+                  instrument: Any = None) -> dict[str, float]:
     """The task's metrics on one labelled split."""
     if rows.labels is None:
         raise ValueError(f"{rows.where}: the {rows.split} split of {info.name!r} has no labels")
-    preds = score_rows(model, info.name, dataset, collator, batch_size, accelerator)
-    if info.type == "classification":
-        preds = preds.astype(np.int64)
-    return compute_metrics(info.metrics, preds, rows.labels, rows.query_ids)
+    logits = logits_of(model, info.name, dataset, batch_size, accelerator, collator, instrument)
+    return compute_metrics(info.metrics, predictions(info.type, logits), rows.labels,
+                           rows.query_ids)
 
 
 def mean_main_metric(results: dict[str, dict[str, float]], data: dict[str, Any]) -> float:
@@ -112,99 +121,92 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
     return "\n".join(lines)
 
 
+def evaluate_tasks(model: MultiTaskModel, data: dict[str, Any], accelerator: Any,
+                   batch_size: int, collator: Collator, instrument: Any = None
+                   ) -> dict[str, dict[str, float]]:
+    """Dev metrics of every task that has a dev split (`data`: task -> TaskData), during
+    training; leaves the model in training mode."""
+    results = {name: evaluate_task(model, d.info, d.dev, d.dev_rows, accelerator, batch_size,
+                                   collator, instrument)
+               for name, d in data.items() if d.dev is not None}
+    model.train()
+    return results
+
+
 # --------------------------------------------------------------------------------------------------
 # Checkpoint-level API
 
 
-def _checkpoint_spec(checkpoint: str | Path, data_dir: str | None, overrides=()):
-    from mtdnn.spec import load_spec
+def _check_tasks(checkpoint: str | Path, model: MultiTaskModel, names: list[str]) -> None:
+    from mtdnn.errors import UserError
+    from mtdnn.spec import unknown_name_message
 
-    overrides = list(overrides)
-    if data_dir is not None:
-        overrides.append(f"data_dir={data_dir}")
-    return load_spec(Path(checkpoint) / "spec.yaml", overrides)
+    unknown = [unknown_name_message("task", n, model.tasks) for n in names if n not in model.tasks]
+    if unknown:
+        raise UserError(checkpoint, unknown)
 
 
 def evaluate(checkpoint: str | Path, tasks: list[str] | None = None, split: str = "dev",
-             data_dir: str | None = None, batch_size: int = 128
-             ) -> dict[str, dict[str, dict[str, float]]]:
+             data_dir: str | None = None, batch_size: int | None = None,
+             trust_remote_code: bool = False) -> dict[str, dict[str, dict[str, float]]]:
     """Scores a checkpoint on a labelled split of its tasks, read from the sources of the spec it
-    was trained with (`data_dir` points at another local copy).
+    was trained with (`data_dir` points at another local copy). `batch_size` defaults to the
+    run's `train.eval_batch_size`: the same batches as the evaluations during training, so the
+    same metrics to the last digit.
 
     Returns:
         {task: {split: {metric: value}}}
+    Raises:
+        UserError: an unknown task, a split without labels, data that cannot be read.
     """
-    from mtdnn.collate import Collator
-    from mtdnn.data import read_split, tokenize
-    from mtdnn.model import MultiTaskModel
-    from mtdnn.spec import unknown_name_message
+    from mtdnn.checkpoint import load_model, read_spec
+    from mtdnn.data import read_split
+    from mtdnn.errors import UserError
+    from mtdnn.features import tokenize
 
-    model = MultiTaskModel.from_pretrained(checkpoint)
-    spec = _checkpoint_spec(checkpoint, data_dir)
+    model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     names = tasks or list(model.tasks)
-    for name in names:
-        if name not in model.tasks:
-            raise KeyError(unknown_name_message("task", name, model.tasks))
-    collator = Collator(model.tokenizer.pad_token_id)
+    _check_tasks(checkpoint, model, names)
+    spec = read_spec(checkpoint, data_dir=data_dir)
     out: dict[str, dict[str, dict[str, float]]] = {}
     for name in names:
         rows = read_split(spec, spec.task(name), split)
+        if rows.labels is None:
+            raise UserError(rows.where, f"the {split} split of task {name!r} has no labels to "
+                                        "score against (GLUE test sets have none): use --split "
+                                        "dev, or `mtdnn predict`")
         ds = tokenize(rows, model.tokenizer, model.max_seq_length, for_training=False)
-        out[name] = {split: evaluate_task(model, model.tasks[name], ds, rows, None, batch_size,
-                                          collator)}
+        out[name] = {split: evaluate_task(model, model.tasks[name], ds, rows, None,
+                                          batch_size or spec.train.eval_batch_size)}
     return out
-
-
-def read_inputs(path: str | Path, columns: list[Any]) -> tuple[list[tuple[str, ...]], list[str]]:
-    """Reads raw texts for prediction: TSV/CSV with a header (columns by name) or JSON lines.
-    Returns (texts per row, row ids: an `id`/`idx`/`index` column when present, else the row
-    number)."""
-    from mtdnn.data import DataError
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(str(path), ["input file not found"])
-    if path.suffix.lower() in (".jsonl", ".json"):
-        records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                   if line.strip()]
-    else:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            quoting = csv.QUOTE_NONE if path.suffix.lower() == ".tsv" else csv.QUOTE_MINIMAL
-            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-            records = list(csv.DictReader(f, delimiter=delimiter, quoting=quoting))
-    if not records:
-        raise DataError(str(path), ["no rows"])
-    missing = [c for c in columns if str(c) not in records[0]]
-    if missing:
-        raise DataError(str(path), [f"no column(s) {missing}; the file has {list(records[0])} "
-                                    "(rename the columns, or pass --text-columns)"])
-    id_key = next((k for k in ("id", "idx", "index") if k in records[0]), None)
-    texts = [tuple(str(r[str(c)]) for c in columns) for r in records]
-    ids = [str(r[id_key]) if id_key else str(i) for i, r in enumerate(records)]
-    return texts, ids
 
 
 def predict_file(checkpoint: str | Path, task: str, input_path: str | Path,
                  output_path: str | Path, text_columns: list[str] | None = None,
-                 batch_size: int = 64) -> int:
-    """Writes one JSON line per input row: its id, the prediction and the scores. Returns the number
-    of rows written."""
-    from mtdnn.model import MultiTaskModel
-    from mtdnn.spec import unknown_name_message
+                 batch_size: int = 64, trust_remote_code: bool = False) -> int:
+    """Writes one JSON line per input row (TSV/CSV with a header, or JSON lines, read by the
+    training data readers): its id, the prediction and the scores. Returns the number of rows
+    written.
 
-    model = MultiTaskModel.from_pretrained(checkpoint)
-    if task not in model.tasks:
-        raise KeyError(unknown_name_message("task", task, model.tasks))
+    Raises:
+        UserError: an unknown task, the wrong number of text columns, a bad input file.
+    """
+    from mtdnn.checkpoint import load_model
+    from mtdnn.data import read_texts
+    from mtdnn.errors import UserError
+
+    model = load_model(checkpoint, trust_remote_code=trust_remote_code)
+    _check_tasks(checkpoint, model, [task])
     info = model.tasks[task]
     columns = text_columns or [str(c) for c in info.text_columns]
     if len(columns) != len(info.text_columns):
-        raise ValueError(f"task {task!r} reads {len(info.text_columns)} text column(s), got "
-                         f"{columns}")
-    texts, ids = read_inputs(input_path, columns)
+        raise UserError("--text-columns", f"task {task!r} reads {len(info.text_columns)} text "
+                                          f"column(s), got {columns}")
+    texts, ids = read_texts(input_path, columns)
     results = model.predict(task, texts, batch_size=batch_size)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as f:
-        for row_id, result in zip(ids, results):
+        for row_id, result in zip(ids, results, strict=True):
             f.write(json.dumps({"id": row_id, **result}) + "\n")
     return len(results)

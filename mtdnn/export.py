@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from mtdnn.errors import UserError
+
 if TYPE_CHECKING:
     from mtdnn.model import MultiTaskModel, TaskInfo
 
@@ -79,7 +81,7 @@ LAYOUTS: dict[str, HeadLayout] = {
 
 
 def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
-           encoder_only: bool = False) -> Path:
+           encoder_only: bool = False, trust_remote_code: bool = False) -> Path:
     """Writes one task of a checkpoint as a plain transformers model, or the shared encoder alone.
 
     Args:
@@ -88,38 +90,39 @@ def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
             embedding vector (if the model has one) is folded into the encoder's word embeddings.
         output_dir: a new or empty directory.
         encoder_only: write the shared encoder (`AutoModel`) and tokenizer, without any head.
+        trust_remote_code: run code shipped with the checkpoint's encoder (trusted ones only).
 
     Returns:
         The output directory: config.json (id2label, label2id, problem_type), model.safetensors
         and the tokenizer (its model_max_length set to the checkpoint's max_seq_length).
 
     Raises:
-        KeyError: the task is not in the checkpoint (with a "did you mean").
-        ValueError: no task given for a head export; an architecture without an exact head
+        UserError: the task is not in the checkpoint (with a "did you mean"); no task given for a
+            head export; an architecture without an exact head
             mapping (use `encoder_only`); a head activation the architecture cannot reproduce;
             a non-empty output directory.
         FileNotFoundError: `checkpoint` is not an mtdnn checkpoint.
     """
-    from mtdnn.model import MultiTaskModel
+    from mtdnn.checkpoint import load_model, read_registry
     from mtdnn.spec import unknown_name_message
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
-    registry = MultiTaskModel.read_registry(checkpoint)  # fails early on a non-checkpoint
+    registry = read_registry(checkpoint)  # fails early on a non-checkpoint
     known = [t["name"] for t in registry["tasks"]]
     if task is not None and task not in known:
-        raise KeyError(unknown_name_message("task", task, known))
+        raise UserError(checkpoint, unknown_name_message("task", task, known))
     if task is None and not encoder_only:
-        raise ValueError(f"{checkpoint}: name the task to export (one of {', '.join(known)}), or "
+        raise UserError(checkpoint, f"name the task to export (one of {', '.join(known)}), or "
                          "export the shared encoder alone with encoder_only=True (--encoder-only)")
     model_type = _read_model_type(checkpoint)
     if not encoder_only and model_type not in LAYOUTS:
-        raise ValueError(f"{checkpoint}: cannot export a task head for model_type {model_type!r}: "
+        raise UserError(checkpoint, f"cannot export a task head for model_type {model_type!r}: "
                          f"an exact mapping onto its own classification head is known for "
                          f"{', '.join(sorted(LAYOUTS))}; export the encoder alone with "
                          "--encoder-only and put a head on it yourself")
     _check_output_dir(output_dir, checkpoint)
 
-    model = MultiTaskModel.from_pretrained(checkpoint)
+    model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     if encoder_only:  # soft sharing: the task's own encoder copy
         out_model = model.encoder_for(task) if task is not None else model.encoder
     else:
@@ -150,11 +153,11 @@ def _read_model_type(checkpoint: Path) -> str:
 
 def _check_output_dir(output_dir: Path, checkpoint: Path) -> None:
     if output_dir.resolve() == checkpoint.resolve():
-        raise ValueError(f"{output_dir}: the export would overwrite the checkpoint; give another "
+        raise UserError(output_dir, "the export would overwrite the checkpoint; give another "
                          "output directory")
     if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
         # Writing over an old export could leave stale files (another tokenizer, old weights).
-        raise ValueError(f"{output_dir}: exists and is not an empty directory; give a new "
+        raise UserError(output_dir, "exists and is not an empty directory; give a new "
                          "directory or empty this one")
 
 
@@ -193,7 +196,7 @@ def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
     """The architecture's `XForSequenceClassification` holding the shared encoder and one head.
 
     Raises:
-        ValueError: the head's activation is not the one the architecture applies.
+        UserError: the head's activation is not the one the architecture applies.
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -202,7 +205,7 @@ def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
     model_type = encoder.config.model_type
     layout = LAYOUTS[model_type]
     if info.activation not in layout.activations:
-        raise ValueError(f"task {task!r}: its head uses {info.activation!r}, but {model_type}'s "
+        raise UserError(f"task {task!r}", f"its head uses {info.activation!r}, but {model_type}'s "
                          f"classification head applies {' or '.join(layout.activations)}; the "
                          "export would not give the same outputs (export with --encoder-only)")
     config = task_config(encoder.config, info)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from mtdnn.model import GROUP_ENCODERS_DIR, REGISTRY_FILE, MultiTaskModel
+from mtdnn.checkpoint import GROUP_ENCODERS_DIR, SPEC_FILE, read_registry, task_infos
 from mtdnn.spec import (
     Spec,
     SpecError,
@@ -42,11 +42,8 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
         SpecError: unknown task, or a bad setting.
     """
     checkpoint = Path(checkpoint)
-    if not (checkpoint / "spec.yaml").is_file():
-        raise SpecError(str(checkpoint), ["not an mtdnn checkpoint (no spec.yaml); give a "
-                                          "directory written by `mtdnn train`, e.g. "
-                                          "runs/demo/best"])
-    source = Path(spec_path) if spec_path else checkpoint / "spec.yaml"
+    read_registry(checkpoint)  # a CheckpointError naming what is wrong with the directory
+    source = Path(spec_path) if spec_path else checkpoint / SPEC_FILE
     base = load_spec(source)
     names = [t.name for t in base.tasks]
     if task not in names:
@@ -54,15 +51,13 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
         raise SpecError(str(source), [unknown_name_message("task", task, names) + hint])
     data = base.to_dict()
     data["tasks"] = {task: data["tasks"][task]}
-    # Soft sharing: the task goes on with its own encoder copy, alone (hard sharing of one task).
-    # The checkpoint's top-level encoder is its first group's copy; the others are in encoders/.
+    # Soft sharing: the task goes on alone (hard sharing of one task) with the encoder copy it
+    # used: init_checkpoint loads that copy (mtdnn.checkpoint.init_from_checkpoint picks it by
+    # the task), and `encoder:` names it.
     data["tasks"][task].pop("encoder_group", None)
-    encoder = checkpoint
-    if (checkpoint / REGISTRY_FILE).is_file():
-        saved = {t["name"]: t for t in MultiTaskModel.read_registry(checkpoint)["tasks"]}
-        group = saved.get(task, {}).get("encoder_group")
-        if group is not None and (checkpoint / GROUP_ENCODERS_DIR / group).is_dir():
-            encoder = checkpoint / GROUP_ENCODERS_DIR / group
+    group = {t.name: t.encoder_group for t in task_infos(checkpoint)}.get(task)
+    encoder = checkpoint / GROUP_ENCODERS_DIR / group if group is not None and \
+        (checkpoint / GROUP_ENCODERS_DIR / group).is_dir() else checkpoint
     data.update(encoder=str(encoder), tokenizer=str(checkpoint), revision=None,
                 init_checkpoint=str(checkpoint), fresh_heads=[task] if fresh_head else [],
                 output_dir=output_dir or str(checkpoint.parent / f"finetune-{task}"))

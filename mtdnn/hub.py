@@ -5,8 +5,7 @@
 
 The model card's YAML front matter follows the Hub's schema (library_name, tags, datasets,
 base_model, model-index with the dev results of the run), so the Hub shows the results on the model
-page. Dev results are read from the run's metrics.json (the checkpoint's parent folder), and only
-when it describes this checkpoint (same step as the checkpoint's mtdnn.json).
+page. Dev results are read from the checkpoint's own metrics.json (written with it).
 
 The token comes from the argument, else from huggingface_hub's usual sources (HF_TOKEN, the token
 saved by `hf auth login`); it is never printed or written anywhere.
@@ -18,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,6 +25,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
+
+from mtdnn.errors import UserError
 
 if TYPE_CHECKING:
     from mtdnn.model import TaskInfo
@@ -66,12 +66,15 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, task: str | None = None,
         The staged folder (dry run), else the URL of the commit.
 
     Raises:
-        KeyError: unknown task. ValueError: a bad repo id, a non-empty staging_dir, offline mode,
-        no token, or a token the Hub refuses. FileNotFoundError: not a checkpoint.
+        UserError: unknown task, a bad repo id, a non-empty staging_dir, offline mode, no token,
+            or a token the Hub refuses. CheckpointError: not a checkpoint.
     """
     from huggingface_hub.utils import validate_repo_id
 
-    validate_repo_id(repo_id)  # an HFValidationError (a ValueError) naming the rule broken
+    try:
+        validate_repo_id(repo_id)
+    except ValueError as e:  # HFValidationError, naming the rule broken
+        raise UserError("--repo-id", str(e)) from None
     staged = stage(checkpoint, task=task, repo_id=repo_id, staging_dir=staging_dir)
     if dry_run:
         return staged
@@ -89,12 +92,14 @@ def _upload(staged: Path, repo_id: str, task: str | None, private: bool, revisio
     from huggingface_hub.errors import HfHubHTTPError
 
     if constants.HF_HUB_OFFLINE:
-        raise ValueError("HF_HUB_OFFLINE is set: unset it to push, or stage only with --dry-run")
+        raise UserError("push", "HF_HUB_OFFLINE is set: unset it to push, or stage only with "
+                                 "--dry-run")
     # Read at call time (not at huggingface_hub's import): a mirror or test Hub set late counts.
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=token)
     if token is None and get_token() is None:
-        raise ValueError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN "
-                         "(not on the command line, where it would stay in the shell history)")
+        raise UserError(repo_id, "no Hugging Face token: log in with `hf auth login` or set "
+                                 "HF_TOKEN (not on the command line, where it would stay in the "
+                                 "shell history)")
     try:
         # Not private: no visibility is sent, so an organisation that makes new repositories
         # private by default keeps doing so.
@@ -107,17 +112,17 @@ def _upload(staged: Path, repo_id: str, task: str | None, private: bool, revisio
     except HfHubHTTPError as e:
         status = getattr(e.response, "status_code", None)
         if status in (401, 403):
-            raise ValueError(f"{api.endpoint}: the token may not write to {repo_id} (HTTP "
-                             f"{status}); use a token with write access to that namespace "
-                             "(`hf auth login`, or HF_TOKEN)") from None
+            raise UserError(api.endpoint, f"the token may not write to {repo_id} (HTTP "
+                                          f"{status}); use a token with write access to that "
+                                          "namespace (`hf auth login`, or HF_TOKEN)") from None
         raise
     return str(info.commit_url)
 
 
 def _commit_message(checkpoint: str | Path, task: str | None) -> str:
-    from mtdnn.model import MultiTaskModel
+    from mtdnn.checkpoint import read_metrics
 
-    step = MultiTaskModel.read_registry(checkpoint).get("step")
+    step = read_metrics(checkpoint).get("step")
     what = f"task {task!r} (exported)" if task else "multi-task checkpoint"
     return f"Upload mtdnn {what}" + (f", step {step}" if step is not None else "")
 
@@ -127,20 +132,20 @@ def stage(checkpoint: str | Path, task: str | None = None, repo_id: str | None =
     """Builds the folder to upload: the task's export (or a copy of the checkpoint) + README.md.
 
     Raises:
-        ValueError: staging_dir is not empty; the checkpoint holds pickle files.
+        UserError: staging_dir is not empty; the checkpoint holds pickle files.
     """
+    from mtdnn.checkpoint import read_registry
     from mtdnn.export import export
-    from mtdnn.model import MultiTaskModel
 
     checkpoint = Path(checkpoint)
-    MultiTaskModel.read_registry(checkpoint)  # fails early, naming the directory
+    read_registry(checkpoint)  # fails early, naming the directory
     card = model_card(checkpoint, task=task, repo_id=repo_id)  # before writing anything
     if staging_dir is None:
         target = Path(tempfile.mkdtemp(prefix="mtdnn-push-"))
     else:
         target = Path(staging_dir)
         if target.exists() and (not target.is_dir() or any(target.iterdir())):
-            raise ValueError(f"{target}: the staging directory must be new or empty")
+            raise UserError(target, "the staging directory must be new or empty")
     try:
         if task is not None:
             export(checkpoint, task, target)
@@ -158,8 +163,8 @@ def _copy_checkpoint(checkpoint: Path, target: Path) -> None:
     files = sorted(p for p in checkpoint.iterdir() if p.is_file() and not p.name.startswith("."))
     pickled = [p.name for p in files if p.suffix in PICKLE_SUFFIXES]
     if pickled:
-        raise ValueError(f"{checkpoint}: holds pickle files {pickled}; mtdnn pushes safetensors "
-                         "only: remove them from the checkpoint")
+        raise UserError(checkpoint, f"holds pickle files {pickled}; mtdnn pushes safetensors "
+                                    "only: remove them from the checkpoint")
     target.mkdir(parents=True, exist_ok=True)
     for path in files:
         if path.name == "spec.yaml":
@@ -201,33 +206,25 @@ def public_spec(path: str | Path) -> str:
 
 
 def dev_results(checkpoint: str | Path) -> tuple[dict[str, dict[str, float]], int | None]:
-    """The dev metrics of the run that wrote this checkpoint: ({task: {metric: value}}, step).
+    """The dev metrics of a checkpoint, from its metrics.json: ({task: {metric: value}}, step);
+    ({}, None) when it has none."""
+    from mtdnn.checkpoint import read_metrics
 
-    Returns ({}, step) when the run's metrics.json is missing or describes another step (a
-    checkpoint copied elsewhere, or a later run in the same folder).
-    """
-    from mtdnn.model import MultiTaskModel
-
-    step = MultiTaskModel.read_registry(checkpoint).get("step")
-    path = Path(checkpoint).parent / "metrics.json"
-    if not path.is_file():
-        return {}, step
-    metrics = json.loads(path.read_text(encoding="utf-8"))
-    if metrics.get("best_step") != step:
-        return {}, step
-    return {t: dict(s.get("dev", {})) for t, s in metrics.get("tasks", {}).items()}, step
+    metrics = read_metrics(checkpoint)
+    return ({t: dict(s.get("dev", {})) for t, s in metrics.get("tasks", {}).items()},
+            metrics.get("step"))
 
 
 def _card_spec(checkpoint: Path) -> Spec:
-    from mtdnn.spec import SpecError, load_spec
+    from mtdnn.checkpoint import read_spec
+    from mtdnn.spec import SpecError
 
-    path = checkpoint / "spec.yaml"
     try:
-        return load_spec(path)
+        return read_spec(checkpoint)
     except SpecError:
         # The training data need not be on the machine that pushes: tasks with a Hub source
         # then describe their data without it.
-        return load_spec(path, overrides=["data_dir=null"])
+        return read_spec(checkpoint, ["data_dir=null"])
 
 
 def _dataset(spec: Spec, task: str) -> dict[str, Any]:
@@ -263,16 +260,16 @@ def model_card(checkpoint: str | Path, task: str | None = None, repo_id: str | N
         Markdown with YAML front matter (library_name, tags, datasets, base_model, model-index).
 
     Raises:
-        KeyError: unknown task. FileNotFoundError: not a checkpoint.
+        UserError: unknown task. CheckpointError: not a checkpoint.
     """
-    from mtdnn.model import MultiTaskModel, TaskInfo
+    from mtdnn.checkpoint import read_registry, task_infos
     from mtdnn.spec import unknown_name_message
 
     checkpoint = Path(checkpoint)
-    registry = MultiTaskModel.read_registry(checkpoint)
-    infos = {t["name"]: TaskInfo(**t) for t in registry["tasks"]}
+    registry = read_registry(checkpoint)
+    infos = {t.name: t for t in task_infos(checkpoint)}
     if task is not None and task not in infos:
-        raise KeyError(unknown_name_message("task", task, infos))
+        raise UserError(checkpoint, unknown_name_message("task", task, infos))
     shown = [infos[task]] if task else list(infos.values())
     spec = _card_spec(checkpoint)
     results, step = dev_results(checkpoint)

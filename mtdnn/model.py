@@ -1,11 +1,7 @@
 """The multi-task model: one shared Hugging Face encoder, one head per task, picked by task name.
 
-A checkpoint is a Hugging Face style directory that any transformers user can open:
-
-    config.json, model.safetensors   the shared encoder (`AutoModel.from_pretrained(dir)` loads it)
-    tokenizer files                  the tokenizer
-    heads.safetensors                every task head (and the task embedding, when switched on)
-    mtdnn.json                       the task registry: names, types, label maps, head settings
+It saves to and loads from a checkpoint directory that any transformers user can open (the format
+is owned by mtdnn/checkpoint.py).
 
 Example:
     >>> model = MultiTaskModel.from_pretrained("runs/demo/best")
@@ -16,21 +12,15 @@ Example:
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mtdnn.heads import TaskHead, predictions, task_loss
-
-FORMAT_VERSION = 1
-REGISTRY_FILE = "mtdnn.json"
-HEADS_FILE = "heads.safetensors"
-GROUP_ENCODERS_DIR = "encoders"  # soft sharing: encoders/<group>/ holds each further copy
+from mtdnn.heads import TaskHead, task_loss
 
 # Models shipped inside a Python package, found without the Hub (e.g. offline CI). The Hub id stays
 # the name users write; the local copy holds the same weights.
@@ -223,67 +213,52 @@ class MultiTaskModel(nn.Module):
             out["loss"] = task_loss(self.tasks[task].type, logits, labels, group_sizes)
         return out
 
-    # -- saving and loading ------------------------------------------------------------------------
+    # -- saving and loading (the format: mtdnn/checkpoint.py) ------------------------------------
+
+    def encoder_copies(self) -> list[tuple[str, nn.Module, list[str]]]:
+        """(name, encoder, the tasks that run through it) of every encoder copy: one under hard
+        sharing ("encoder"), one per group under soft sharing."""
+        copies = [("encoder", self.encoder, [t for t in self.tasks
+                                             if self.encoder_for(t) is self.encoder])]
+        for group, encoder in self.group_encoders.items():
+            copies.append((group, encoder, [t for t in self.tasks
+                                            if self.encoder_for(t) is encoder]))
+        return copies
 
     def save_pretrained(self, directory: str | Path, tokenizer: Any = None,
                         extra: dict[str, Any] | None = None) -> None:
-        """Writes the checkpoint directory (see the module docstring). Not atomic by itself: the
-        trainer writes into a temporary directory and renames it."""
-        from safetensors.torch import save_file
+        """Writes the model part of a checkpoint directory (see mtdnn/checkpoint.py)."""
+        from mtdnn.checkpoint import save_model
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.encoder.save_pretrained(directory, safe_serialization=True)
-        for group, encoder in self.group_encoders.items():
-            encoder.save_pretrained(directory / GROUP_ENCODERS_DIR / group, safe_serialization=True)
-        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
-        if tokenizer is not None:
-            tokenizer.save_pretrained(directory)
-        tensors = {f"heads.{k}": v.detach().contiguous().cpu() for k, v in
-                   self.heads.state_dict().items()}
-        if self.task_embedding is not None:
-            weight = self.task_embedding.weight.detach()
-            tensors["task_embedding.weight"] = weight.contiguous().cpu()
-        save_file(tensors, str(directory / HEADS_FILE), metadata={"format": "pt"})
-        registry = {"format_version": FORMAT_VERSION,
-                    "task_embedding": self.task_embedding is not None,
-                    "tasks": [asdict(t) for t in self.tasks.values()], **(extra or {})}
-        (directory / REGISTRY_FILE).write_text(json.dumps(registry, indent=2), encoding="utf-8")
+        save_model(self, directory, tokenizer, extra)
 
     @staticmethod
     def read_registry(directory: str | Path) -> dict[str, Any]:
-        path = Path(directory) / REGISTRY_FILE
-        if not Path(directory).is_dir():
-            raise FileNotFoundError(f"{directory}: directory not found (give a checkpoint "
-                                    "directory written by `mtdnn train`, e.g. runs/demo/best)")
-        if not path.is_file():
-            raise FileNotFoundError(f"{directory}: not an mtdnn checkpoint (no {REGISTRY_FILE}); "
-                                    "give a directory written by `mtdnn train`, e.g. "
-                                    "runs/demo/best")
-        return json.loads(path.read_text(encoding="utf-8"))
+        """The registry (mtdnn.json) of a checkpoint, after checking the directory is one.
+
+        Raises:
+            CheckpointError: not a complete mtdnn checkpoint.
+        """
+        from mtdnn.checkpoint import read_registry
+
+        return read_registry(directory)
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu"
-                        ) -> MultiTaskModel:
-        """Loads a checkpoint directory (weights through safetensors only), in eval mode."""
-        from safetensors.torch import load_file
-        from transformers import AutoTokenizer
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        trust_remote_code: bool = False) -> MultiTaskModel:
+        """Loads a checkpoint directory (weights through safetensors only), in eval mode.
 
-        registry = cls.read_registry(directory)
-        tasks = [TaskInfo(**t) for t in registry["tasks"]]
-        encoder = load_encoder(str(directory))
-        model = cls(encoder, tasks, task_embedding=registry["task_embedding"])
-        for group, copy_ in model.group_encoders.items():  # replaced by the trained copies
-            copy_.load_state_dict(load_encoder(str(Path(directory) / GROUP_ENCODERS_DIR / group))
-                                  .state_dict())
-        state = load_file(str(Path(directory) / HEADS_FILE))
-        model.heads.load_state_dict({k[len("heads."):]: v for k, v in state.items()
-                                     if k.startswith("heads.")})
-        if model.task_embedding is not None:
-            model.task_embedding.weight.data.copy_(state["task_embedding.weight"])
-        model.tokenizer = AutoTokenizer.from_pretrained(directory)
-        model.max_seq_length = registry.get("max_seq_length", 512)
-        return model.to(device).eval()
+        Args:
+            directory: an mtdnn checkpoint (e.g. runs/demo/best).
+            device: where to put the model.
+            trust_remote_code: run code shipped with the checkpoint's encoder; only for
+                checkpoints you trust.
+        Raises:
+            CheckpointError: not a complete checkpoint (naming what is missing).
+        """
+        from mtdnn.checkpoint import load_model
+
+        return load_model(directory, device, trust_remote_code)
 
     # -- inference -------------------------------------------------------------------------------
 
@@ -295,42 +270,44 @@ class MultiTaskModel(nn.Module):
         Args:
             task: a task name held by the model.
             inputs: strings (single-sentence tasks) or (text_a, text_b) pairs.
+            batch_size: rows per forward pass (rows are run sorted by length).
         Returns:
-            One dict per input: classification {"label", "score", "probabilities"}; regression and
-            ranking {"score"}.
+            One dict per input, in input order: classification {"label", "score",
+            "probabilities"}; regression and ranking {"score"}.
+        Raises:
+            UserError: an unknown task, or inputs of the wrong arity.
         """
-        from mtdnn.collate import Collator
+        from mtdnn.data import Rows
+        from mtdnn.errors import UserError
+        from mtdnn.evaluation import logits_of
+        from mtdnn.features import tokenize
 
         if task not in self.tasks:
             from mtdnn.spec import unknown_name_message
 
-            raise KeyError(unknown_name_message("task", task, self.tasks))
+            raise UserError("predict", unknown_name_message("task", task, self.tasks))
         if self.tokenizer is None:
             raise ValueError("the model has no tokenizer: load it with from_pretrained()")
         info = self.tasks[task]
         pairs = [(x,) if isinstance(x, str) else tuple(x) for x in inputs]
-        if any(len(p) != len(info.text_columns) for p in pairs):
-            raise ValueError(f"task {task!r} takes {len(info.text_columns)} text(s) per input")
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        collate = Collator(self.tokenizer.pad_token_id)
-        max_len = getattr(self, "max_seq_length", 512)
-        results: list[dict[str, Any]] = []
-        for start in range(0, len(pairs), batch_size):
-            chunk = list(zip(*pairs[start:start + batch_size]))
-            enc = self.tokenizer(*chunk, truncation=True, max_length=max_len)
-            features = [{k: enc[k][i] for k in ("input_ids", "token_type_ids") if k in enc}
-                        for i in range(len(chunk[0]))]
-            batch = {k: v.to(device) for k, v in collate(features).items()}
-            logits = self(task, **batch)["logits"].float()
-            if info.type == "classification":
-                probs = logits.softmax(-1)
-                for row in probs.tolist():
-                    best = max(range(len(row)), key=row.__getitem__)
-                    results.append({"label": info.labels[best], "score": row[best],
-                                    "probabilities": dict(zip(info.labels, row))})
-            else:
-                results += [{"score": s} for s in predictions(info.type, logits).tolist()]
-        self.train(was_training)
+        bad = [i for i, p in enumerate(pairs) if len(p) != len(info.text_columns)]
+        if bad:
+            raise UserError("predict", f"task {task!r} takes {len(info.text_columns)} text(s) "
+                                       f"per input; input {bad[0]} has {len(pairs[bad[0]])}")
+        if not pairs:
+            return []
+        columns = [[str(p[i]) for p in pairs] for i in range(len(info.text_columns))]
+        rows = Rows(task=task, split="predict", where="predict", text_a=columns[0],
+                    text_b=columns[1] if len(columns) > 1 else None, labels=None,
+                    ids=[str(i) for i in range(len(pairs))])
+        dataset = tokenize(rows, self.tokenizer, getattr(self, "max_seq_length", 512),
+                           for_training=False, use_cache=False)
+        logits = torch.from_numpy(logits_of(self, task, dataset, batch_size))
+        if info.type != "classification":
+            return [{"score": s} for s in logits[:, 0].tolist()]
+        results = []
+        for row in logits.softmax(-1).tolist():
+            best = max(range(len(row)), key=row.__getitem__)
+            results.append({"label": info.labels[best], "score": row[best],
+                            "probabilities": dict(zip(info.labels, row))})
         return results

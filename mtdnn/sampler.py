@@ -1,9 +1,10 @@
 """The multi-task batch sampler: which task each training step runs, and on which examples.
 
 One step = one batch of ONE task (MT-DNN style), so every step goes through a single task head.
-A strategy fixes the sequence of tasks for an epoch; each task deals its own shuffled batches.
-Everything is a pure function of (seed, epoch, position): no global RNG is used, the plan can
-be regenerated to resume mid-epoch, and all distributed ranks agree on the task at every step.
+A strategy (a `Schedule` class of mtdnn/schedules.py, registered by name in `mtdnn.methods`)
+fixes the sequence of tasks for an epoch; each task deals its own shuffled batches. Everything
+is a pure function of (seed, epoch, position): no global RNG is used, the plan can be regenerated
+to resume mid-epoch, and all distributed ranks agree on the task at every step.
 
 Example:
     >>> s = MultiTaskBatchSampler({"mnli": 10, "rte": 3}, batch_size=4, seed=1)
@@ -13,23 +14,19 @@ Example:
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from mtdnn.spec import unknown_name_message
+from mtdnn import methods
+from mtdnn.schedules import _TEMPERATURE_OR_SEED, Annealed, Schedule, Tasks
 
-STRATEGIES = ("proportional", "uniform", "temperature", "main_ratio", "annealed")
+STRATEGIES = methods.names("sampler")
 # Tags that keep the per-task shuffle streams and the schedule stream independent even where
 # their other seed components (epoch, task position, pass) happen to coincide.
 _SHUFFLE, _SCHEDULE = 0, 1
-_CONFIG_KEYS = ("seed", "strategy", "task_sizes", "batch_size", "num_replicas", "temperature",
-                "examples_cap", "shuffle", "drop_last", "group_by_length", "megabatch_mult",
-                "main_task", "main_ratio", "anneal_end", "anneal_steps")
-
 
 class TaskBatch(NamedTuple):
     """One step: the task to run and this rank's local indices (0..n-1 within that task)."""
@@ -41,26 +38,11 @@ class TaskBatch(NamedTuple):
 class MultiTaskBatchSampler:
     """Yields `TaskBatch(task, indices)` steps mixing several tasks under a sampling strategy.
 
-    Within a task, each epoch (and each extra pass of a task that is cycled) shuffles the task's
-    indices with a numpy Generator seeded from (seed, epoch, task position, pass) and cuts them
-    into global batches of `batch_size * num_replicas`. Strategies (an epoch is `len(self)` steps:
-    the total number of global batches over tasks, except under main_ratio):
-
-    - proportional (MT-DNN): every batch of every task exactly once, in a seeded random order.
-    - uniform: tasks take turns in a seeded per-epoch order; exhausted tasks start a new pass.
-    - temperature (T5/jiant): each step draws task i with p_i ~ min(n_i, examples_cap)^(1/T);
-      exhausted tasks start a new pass. T=1 is size-proportional, large T is uniform.
-    - main_ratio (MT-DNN's --ratio): every batch of `main_task` once plus
-      A = round(main_ratio * main batches) auxiliary batches (Python's round: a half goes to the
-      even number; 0 when no other task has a batch),
-      the first A of a seeded permutation of all auxiliary batches (further permutations when A
-      is larger: those tasks start new passes), shuffled together. An epoch is main batches + A.
-    - annealed (Stickland and Murray 2019): step g = epoch * len(self) + position draws task i
-      with p_i ~ n_i^a(g), a(g) = 1 - (1 - anneal_end) * min(1, g / (anneal_steps - 1)): from
-      size-proportional at the first step to `anneal_end` (0: uniform) at step anneal_steps - 1
-      and after; exhausted tasks start a new pass.
-
+    Within a task, each epoch (and each extra pass of a cycled task) shuffles the task's indices
+    with a numpy Generator seeded from (seed, epoch, task position, pass) and cuts them into
+    global batches of `batch_size * num_replicas`; the strategy (a `Schedule`) orders the tasks.
     Tasks left with no batch (drop_last with n < global batch size) are never scheduled.
+
     Distributed: every rank builds the same plan; rank r takes `chunk[r::num_replicas]` of each
     global chunk, so a short chunk is split as evenly as possible. A chunk with fewer examples
     than ranks is padded by repeating its first examples so every rank gets one; this is the
@@ -76,13 +58,10 @@ class MultiTaskBatchSampler:
         batch_size: examples per rank per step; a mapping gives each task its own (e.g. fewer
             listwise ranking groups, which hold several sequences each).
         strategy: one of `STRATEGIES`.
-        temperature: T of the temperature strategy (> 0).
-        examples_cap: caps n_i in the temperature formula (None = no cap).
-        main_task: main_ratio: the task whose batches all run each epoch.
-        main_ratio: main_ratio: auxiliary batches per main-task batch (>= 0; 0: main task only).
-        anneal_end: annealed: the exponent at the last step, in [0, 1].
-        anneal_steps: annealed: the sampler steps (micro-batches) the training takes, >= 1;
-            required by that strategy.
+        temperature, examples_cap: the temperature strategy's (`Temperature`).
+        main_task, main_ratio: the main_ratio strategy's (`MainRatio`).
+        anneal_end, anneal_steps: the annealed strategy's (`Annealed`); anneal_steps may come
+            later, from `set_run_length`.
         seed: non-negative base seed.
         shuffle: False keeps each task's examples in order (and its batches, under grouping);
             the task schedule is still the seeded one.
@@ -96,7 +75,8 @@ class MultiTaskBatchSampler:
         megabatch_mult: window size in global batches for `group_by_length`.
 
     Raises:
-        ValueError: on an unknown strategy or any inconsistent or out-of-range argument.
+        ValueError: on an unknown strategy or any inconsistent or out-of-range argument (every
+            strategy's settings are checked: the state records them all).
     """
 
     def __init__(self, task_sizes: Mapping[str, int] | Sequence[tuple[str, int]],
@@ -125,28 +105,18 @@ class MultiTaskBatchSampler:
             raise ValueError(f"batch_size must name every task once: {sorted(per_task)} vs "
                              f"{sorted(map(str, names))}")
         for name, value in (*((f"batch_size[{k}]", v) for k, v in per_task.items()),
-                            ("num_replicas", num_replicas),
-                            ("megabatch_mult", megabatch_mult), ("examples_cap", examples_cap)):
-            if value is not None and operator.index(value) < 1:
+                            ("num_replicas", num_replicas), ("megabatch_mult", megabatch_mult)):
+            if operator.index(value) < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
-        if not temperature > 0 or seed < 0:
-            raise ValueError(f"need temperature > 0 and seed >= 0, got {temperature}, {seed}")
-        if not 0 <= main_ratio < math.inf:
-            raise ValueError(f"main_ratio must be >= 0 (auxiliary batches per main-task batch), "
-                             f"got {main_ratio}")
-        if not 0 <= anneal_end <= 1:
-            raise ValueError(f"anneal_end must be in [0, 1], got {anneal_end}")
-        if anneal_steps is not None and operator.index(anneal_steps) < 1:
-            raise ValueError(f"anneal_steps must be >= 1, got {anneal_steps}")
-        if strategy == "main_ratio" and main_task is None:
-            raise ValueError(f"strategy 'main_ratio' needs main_task, one of {self.tasks}")
-        if strategy == "main_ratio" and main_task not in self.tasks:
-            raise ValueError(unknown_name_message("main task", main_task, self.tasks))
-        if strategy == "annealed" and anneal_steps is None:
-            raise ValueError("strategy 'annealed' needs anneal_steps, the number of sampler "
-                             "steps (micro-batches) the training takes")
+        if seed < 0:
+            raise ValueError(_TEMPERATURE_OR_SEED.format(temperature, seed))
+        schedules = methods.registry("sampler")
+        for cls in schedules.values():
+            cls.check({"seed": seed, "temperature": temperature, "examples_cap": examples_cap,
+                       "main_task": main_task, "main_ratio": main_ratio,
+                       "anneal_end": anneal_end, "anneal_steps": anneal_steps})
         self.batch_size = dict(batch_size) if isinstance(batch_size, Mapping) else batch_size
         self.strategy, self.temperature = strategy, float(temperature)
         self.examples_cap, self.seed, self.shuffle = examples_cap, seed, shuffle
@@ -169,67 +139,52 @@ class MultiTaskBatchSampler:
         self._global = [per_task[name] * num_replicas for name, _ in self.task_sizes]
         self.num_batches = [n // g if drop_last else -(-n // g)
                             for (_, n), g in zip(self.task_sizes, self._global)]
-        self._active = [t for t, nb in enumerate(self.num_batches) if nb > 0]
-        self._length = sum(self.num_batches)
-        self._main, self._num_aux = -1, 0  # main_ratio: the main task's position, A
-        if strategy == "main_ratio":
-            self._main = self.tasks.index(main_task)
-            if self.num_batches[self._main] == 0:
-                raise ValueError(f"main task {main_task!r} has no batch: "
-                                 f"{self.task_sizes[self._main][1]} examples, drop_last with a "
-                                 f"global batch of {self._global[self._main]}")
-            aux_batches = self._length - self.num_batches[self._main]
-            self._num_aux = round(self.main_ratio * self.num_batches[self._main]) \
-                if aux_batches else 0
-            self._length = self.num_batches[self._main] + self._num_aux
-        self._probs = self._compute_probs()
+        self._tasks = Tasks(self.tasks, [n for _, n in self.task_sizes], self.num_batches,
+                            self._global)
+        cls = schedules[strategy]
+        self._schedule: Schedule = cls(self._tasks, **{k: getattr(self, k) for k in cls.settings})
         self.epoch = self.position = 0
 
     def __len__(self) -> int:
-        """Steps (global batches) per epoch, the same on every rank: the total number of batches
-        over tasks, or under main_ratio the main task's batches plus the auxiliary ones."""
-        return self._length
-
-    def _compute_probs(self) -> np.ndarray:
-        probs = np.zeros(len(self.tasks))
-        if not self._active:
-            return probs
-        if self.strategy == "proportional":
-            probs[:] = np.asarray(self.num_batches) / len(self)
-        elif self.strategy == "uniform":
-            probs[self._active] = 1.0 / len(self._active)
-        elif self.strategy == "main_ratio":
-            # Each auxiliary batch slot is equally likely to be among the A drawn: task i expects
-            # A * b_i / (auxiliary batches) steps.
-            aux = np.asarray(self.num_batches, dtype=np.float64)
-            aux[self._main] = 0
-            if self._num_aux:
-                probs[:] = self._num_aux * aux / aux.sum()
-            probs[self._main] = self.num_batches[self._main]
-            probs /= len(self)
-        elif self.strategy == "annealed":
-            probs = self._annealed_probs(np.zeros(1))[0]
-        else:
-            # Log space: n^(1/T) overflows float64 for small T.
-            sizes = np.array([self.task_sizes[t][1] for t in self._active], dtype=np.float64)
-            if self.examples_cap is not None:
-                sizes = np.minimum(sizes, self.examples_cap)
-            logw = np.log(sizes) / self.temperature
-            w = np.exp(logw - logw.max())
-            probs[self._active] = w / w.sum()
-        return probs
+        """Steps (global batches) per epoch, the same on every rank: every batch of every task
+        once, except under main_ratio (see `MainRatio`)."""
+        return self._schedule.epoch_length()
 
     def task_probabilities(self) -> dict[str, float]:
         """Expected share of steps per task under the strategy: exact for proportional and
         main_ratio; for annealed, the shares at the first step (see `annealed_probabilities`)."""
-        return {name: float(p) for name, p in zip(self.tasks, self._probs, strict=True)}
+        probs = self._schedule.probabilities()
+        return {name: float(p) for name, p in zip(self.tasks, probs, strict=True)}
+
+    def set_run_length(self, micro_steps: int) -> None:
+        """Give the run's length in sampler steps (micro-batches): annealed anneals over them
+        (its `anneal_steps`), the others ignore them. `len(self)` does not depend on it: read the
+        epoch length, then call this before iterating or loading a state.
+
+        Raises:
+            ValueError: under annealed, if `micro_steps` < 1.
+        """
+        self._schedule.set_run_length(micro_steps)
+        # Record the settings the plan now uses: the state, and a resume check, see them.
+        for key in self._schedule.settings:
+            setattr(self, key, getattr(self._schedule, key))
+
+    def describe(self) -> str | None:
+        """The tasks' shares of steps, for the start of a run, where the strategy makes them
+        uneven on purpose (main_ratio, annealed); None otherwise."""
+        if self.strategy not in ("main_ratio", "annealed"):
+            return None
+        shares = ", ".join(f"{k} {p:.1%}" for k, p in self.task_probabilities().items())
+        if self.anneal_steps is not None and self.strategy == "annealed":
+            last = self.annealed_probabilities(self.anneal_steps - 1)
+            shares += " at the first step; " + ", ".join(f"{k} {p:.1%}" for k, p in last.items())
+            shares += " at the last"
+        return f"{self.strategy} sampling, shares of steps: {shares}"
 
     def anneal_exponent(self, step: int) -> float:
-        """The annealed strategy's exponent a at global sampler step `step` (epoch * len(self) +
-        position): 1 at step 0, falling linearly to `anneal_end` at step anneal_steps - 1."""
-        if self.anneal_steps is None:
-            raise ValueError("anneal_exponent needs anneal_steps (the annealed strategy)")
-        return float(self._anneal_exponents(np.array([step]))[0])
+        """The exponent a of `Annealed` at global sampler step `step` (epoch * len(self) +
+        position)."""
+        return float(self._annealing("anneal_exponent").exponents(np.array([step]))[0])
 
     def annealed_probabilities(self, step: int) -> dict[str, float]:
         """The annealed strategy's task probabilities p_i ~ n_i^a at global sampler step `step`
@@ -243,60 +198,26 @@ class MultiTaskBatchSampler:
             >>> [round(p, 3) for p in s.annealed_probabilities(10).values()]  # a = anneal_end
             [0.5, 0.5]
         """
-        if self.anneal_steps is None:
-            raise ValueError("annealed_probabilities needs anneal_steps (the annealed strategy)")
-        probs = self._annealed_probs(np.array([step]))[0]
+        probs = self._annealing("annealed_probabilities").probabilities_at(np.array([step]))[0]
         return {name: float(p) for name, p in zip(self.tasks, probs, strict=True)}
 
-    def _anneal_exponents(self, steps: np.ndarray) -> np.ndarray:
-        assert self.anneal_steps is not None
-        progress = np.minimum(1.0, steps / max(1, self.anneal_steps - 1))
-        return 1.0 - (1.0 - self.anneal_end) * progress
-
-    def _annealed_probs(self, steps: np.ndarray) -> np.ndarray:
-        """(len(steps), tasks) probabilities p_i ~ n_i^a(step), 0 for tasks with no batch."""
-        probs = np.zeros((len(steps), len(self.tasks)))
-        if not self._active:
-            return probs
-        # Log space, as for temperature: n^a for a large n stays finite.
-        logn = np.log(np.array([self.task_sizes[t][1] for t in self._active], dtype=np.float64))
-        logw = self._anneal_exponents(steps)[:, None] * logn[None, :]
-        w = np.exp(logw - logw.max(axis=1, keepdims=True))
-        probs[:, self._active] = w / w.sum(axis=1, keepdims=True)
-        return probs
+    def _annealing(self, caller: str) -> Annealed:
+        if self.anneal_steps is None:
+            raise ValueError(f"{caller} needs anneal_steps (the annealed strategy)")
+        # From the recorded settings, so that any strategy given anneal_steps answers (as ever).
+        return Annealed(self._tasks, anneal_end=self.anneal_end, anneal_steps=self.anneal_steps)
 
     def set_epoch(self, epoch: int) -> None:
         """Start the next iteration at the beginning of `epoch`."""
         self.epoch, self.position = epoch, 0
 
-    def _schedule(self, epoch: int) -> np.ndarray:
+    def _plan(self, epoch: int) -> np.ndarray:
         """The task position of every step of `epoch` (identical on all ranks)."""
         rng = np.random.default_rng([_SCHEDULE, self.seed, epoch])
         total = len(self)
         if total == 0:
             return np.zeros(0, dtype=np.int64)
-        if self.strategy == "proportional":
-            return rng.permutation(np.repeat(np.arange(len(self.tasks)), self.num_batches))
-        if self.strategy == "uniform":
-            order = rng.permutation(self._active)
-            return order[np.arange(total) % len(order)]
-        if self.strategy == "main_ratio":
-            slots = np.repeat(np.arange(len(self.tasks)), self.num_batches)
-            slots = slots[slots != self._main]
-            passes = -(-self._num_aux // len(slots)) if self._num_aux else 0
-            aux = np.concatenate([rng.permutation(slots) for _ in range(passes)] or [slots[:0]])
-            main = np.full(self.num_batches[self._main], self._main)
-            return rng.permutation(np.concatenate([main, aux[:self._num_aux]]))
-        if self.strategy == "annealed":
-            # One draw per step against that step's probabilities (inverse CDF over the tasks
-            # that have batches; the last cumulative value is exactly 1, so every u < 1 lands).
-            active = np.asarray(self._active)
-            probs = self._annealed_probs(epoch * total + np.arange(total))[:, active]
-            cdf = np.cumsum(probs, axis=1)
-            cdf /= cdf[:, -1:]
-            u = rng.random(total)
-            return active[(cdf < u[:, None]).sum(axis=1)]
-        return rng.choice(len(self.tasks), size=total, p=self._probs)
+        return self._schedule.plan(rng, epoch, total)
 
     def _task_chunks(self, t: int, epoch: int, pass_: int) -> list[np.ndarray]:
         """Global batches of task position `t` for one pass through its examples."""
@@ -327,7 +248,7 @@ class MultiTaskBatchSampler:
     def __iter__(self) -> Iterator[TaskBatch]:
         """Yield the rest of the current epoch from `position`, then move to the next epoch."""
         epoch, start = self.epoch, self.position
-        schedule = self._schedule(epoch)
+        schedule = self._plan(epoch)
         # Chunks each task used before `start`: resuming replays the plan without materialising it.
         used = np.bincount(schedule[:start], minlength=len(self.tasks))
         current: dict[int, tuple[int, list[np.ndarray]]] = {}  # task -> (pass, its chunks)
@@ -376,7 +297,7 @@ class MultiTaskBatchSampler:
         # keys: their values were these defaults.
         state = {"main_task": None, "main_ratio": 1.0, "anneal_end": 0.2, "anneal_steps": None,
                  **state}
-        missing = [k for k in ("epoch", "position", *_CONFIG_KEYS) if k not in state]
+        missing = [k for k in ("epoch", "position", *self._config()) if k not in state]
         if missing:
             raise ValueError(f"sampler state is missing keys {missing}")
         for key, mine in self._config().items():

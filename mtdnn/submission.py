@@ -24,13 +24,13 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mtdnn.errors import UserError
+
 if TYPE_CHECKING:
-    from mtdnn.collate import Collator
     from mtdnn.data import Rows
     from mtdnn.model import MultiTaskModel, TaskInfo
     from mtdnn.spec import Spec
@@ -75,8 +75,8 @@ class GlueSubmission:
 
 
 def write_glue_submission(checkpoint: str | Path, output_dir: str | Path,
-                          data_dir: str | Path | None = None,
-                          batch_size: int = 128) -> GlueSubmission:
+                          data_dir: str | Path | None = None, batch_size: int = 128,
+                          trust_remote_code: bool = False) -> GlueSubmission:
     """Predicts the GLUE test splits with a checkpoint's heads and writes the leaderboard files.
 
     Args:
@@ -84,20 +84,20 @@ def write_glue_submission(checkpoint: str | Path, output_dir: str | Path,
         output_dir: where the .tsv files go (created; files of the same name are replaced).
         data_dir: read local GLUE files from here instead of the spec's data_dir.
         batch_size: test rows per forward pass.
+        trust_remote_code: run code shipped with the checkpoint's encoder (trusted ones only).
 
     Returns:
         A `GlueSubmission`: files written, rows per file, skipped tasks and why.
 
     Raises:
-        ValueError: a GLUE task whose labels are not the leaderboard's (e.g. renamed labels).
+        UserError: a GLUE task whose labels are not the leaderboard's (e.g. renamed labels).
         DataError / SpecError: unreadable test data (file, line and fix named).
-        FileNotFoundError: not a checkpoint.
+        CheckpointError: not a checkpoint.
     """
-    from mtdnn.collate import Collator
+    from mtdnn.checkpoint import load_model
     from mtdnn.data import available_splits, read_split
-    from mtdnn.model import MultiTaskModel
 
-    model = MultiTaskModel.from_pretrained(checkpoint)
+    model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     result = GlueSubmission()
     glue = [t for t in model.tasks if t in GLUE_TASKS]
     for name in model.tasks:
@@ -108,11 +108,10 @@ def write_glue_submission(checkpoint: str | Path, output_dir: str | Path,
     spec = _test_spec(Path(checkpoint), glue, data_dir)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    collator = Collator(model.tokenizer.pad_token_id)
 
     def write(task: str, stem: str, rows_spec: Spec) -> None:
         rows = read_split(rows_spec, rows_spec.task(task), "test")
-        lines = _predict_lines(model, task, rows, collator, batch_size)
+        lines = _predict_lines(model, task, rows, batch_size)
         path = output_dir / f"{stem}.tsv"
         path.write_text("index\tprediction\n" + "".join(f"{x}\n" for x in lines),
                         encoding="utf-8")
@@ -139,40 +138,22 @@ def _check_task(info: TaskInfo) -> None:
     expected = GLUE_TASKS[info.name][1]
     wanted_type = "classification" if expected else "regression"
     if info.type != wanted_type:
-        raise ValueError(f"task {info.name!r} is a {info.type} task; the leaderboard's "
-                         f"{GLUE_TASKS[info.name][0]} takes {wanted_type} predictions (train it "
-                         "as in task_specs/glue.yaml)")
+        raise UserError(f"task {info.name!r}", f"a {info.type} task; the leaderboard's "
+                        f"{GLUE_TASKS[info.name][0]} takes {wanted_type} predictions (train it "
+                        "as in task_specs/glue.yaml)")
     if expected and sorted(info.labels) != sorted(expected):
-        raise ValueError(f"task {info.name!r}: its labels {info.labels} are not the "
-                         f"leaderboard's {list(expected)}; train it with the labels of "
-                         "task_specs/glue.yaml")
+        raise UserError(f"task {info.name!r}", f"its labels {info.labels} are not the "
+                        f"leaderboard's {list(expected)}; train it with the labels of "
+                        "task_specs/glue.yaml")
 
 
 def _test_spec(checkpoint: Path, tasks: list[str], data_dir: str | Path | None) -> Spec:
-    """The checkpoint's spec with complete test splits, its files under `data_dir` if given."""
-    import yaml
+    """The checkpoint's spec with complete test splits, its files under `data_dir` if given (a
+    saved spec keeps its files relative to the data_dir of training)."""
+    from mtdnn.checkpoint import read_spec
 
-    from mtdnn.spec import load_spec
-
-    spec_path = checkpoint / "spec.yaml"
     # The leaderboard needs every test row: a max_eval_examples used for quick dev runs is lifted.
-    overrides = [f"tasks.{t}.max_eval_examples=null" for t in tasks]
-    if data_dir is not None:
-        overrides.append(f"data_dir={json.dumps(str(data_dir))}")
-        # A saved spec holds absolute file paths (resolved under the data_dir of training); they
-        # are made relative to it again, so that they resolve under the new data_dir.
-        if not spec_path.is_file():
-            raise FileNotFoundError(f"{spec_path}: missing; the checkpoint's spec is needed to "
-                                    "find the test data")
-        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8")) or {}
-        old = raw.get("data_dir")
-        for name, task in (raw.get("tasks") or {}).items():
-            for split, source in ((task or {}).get("files") or {}).items():
-                path = Path(source["path"] if isinstance(source, dict) else source)
-                if old and path.is_absolute() and path.is_relative_to(old):
-                    overrides.append(f"tasks.{name}.files.{split}.path="
-                                     f"{json.dumps(str(path.relative_to(old)))}")
-    return load_spec(spec_path, overrides)
+    return read_spec(checkpoint, [f"tasks.{t}.max_eval_examples=null" for t in tasks], data_dir)
 
 
 def _diagnostic_spec(spec: Spec, diagnostic: Path) -> Spec:
@@ -185,15 +166,14 @@ def _diagnostic_spec(spec: Spec, diagnostic: Path) -> Spec:
     return dataclasses.replace(spec, tasks=(task,))
 
 
-def _predict_lines(model: MultiTaskModel, task: str, rows: Rows, collator: Collator,
-                   batch_size: int) -> list[str]:
+def _predict_lines(model: MultiTaskModel, task: str, rows: Rows, batch_size: int) -> list[str]:
     """`id<TAB>prediction` per test row, in file order."""
-    from mtdnn.data import tokenize
-    from mtdnn.evaluation import score_rows
+    from mtdnn.evaluation import logits_of, predictions
+    from mtdnn.features import tokenize
 
     info = model.tasks[task]
     dataset = tokenize(rows, model.tokenizer, model.max_seq_length, for_training=False)
-    values = score_rows(model, task, dataset, collator, batch_size)
+    values = predictions(info.type, logits_of(model, task, dataset, batch_size))
     if info.type == "classification":
         predictions = [info.labels[int(v)] for v in values]
     else:  # STS-B: the leaderboard's scale is [0, 5]; a regression head can overshoot it

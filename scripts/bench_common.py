@@ -441,7 +441,8 @@ def split_sizes(glue_dir: str, tasks: list[str], max_train: int | None, encoder:
                 max_seq_length: int) -> Sizes:
     """Reads and tokenizes the splits the runs will use (into $MTDNN_CACHE, where the runs find
     them again): the rows and tokens that the duration estimates are made of."""
-    from mtdnn.data import read_split, tokenize
+    from mtdnn.data import read_split
+    from mtdnn.features import tokenize
     from mtdnn.trainer import load_tokenizer
 
     spec = glue_spec(tasks, [f"data_dir={glue_dir}", f"encoder={encoder}"] + (

@@ -8,7 +8,7 @@ import torch
 from transformers import AutoTokenizer, BertConfig, DebertaV2Config, ElectraConfig, RobertaConfig
 
 from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder
-from mtdnn.trainer import head_activation
+from mtdnn.prepare import head_activation
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
              max_position_embeddings=80)
@@ -24,8 +24,8 @@ TASKS = [TaskInfo("nli", "classification", ["entailment", "neutral", "contradict
 
 
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
-def test_every_architecture_trains_and_round_trips(arch, tmp_path, minilm_path):
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
+def test_every_architecture_trains_and_round_trips(arch, tmp_path, tiny_tokenizer):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_tokenizer)
     directory = tmp_path / "encoder"
     torch.manual_seed(0)
     config = CONFIGS[arch](len(tokenizer))

@@ -173,7 +173,8 @@ def test_predict_unknown_task(checkpoint: Path, tmp_path: Path, glue: Path,
     assert main(["predict", str(checkpoint), "--task", "colla", "--input",
                  str(glue / "RTE" / "dev.tsv"), "--output", str(tmp_path / "out.jsonl")]) == 2
     captured = capsys.readouterr()
-    assert captured.err == "error: unknown task 'colla'; did you mean 'cola'? (known: cola, rte)\n"
+    assert captured.err == (f"error: {checkpoint}: unknown task 'colla'; did you mean 'cola'? "
+                            "(known: cola, rte)\n")
     assert captured.out == ""
     assert not (tmp_path / "out.jsonl").exists()
 
@@ -211,13 +212,13 @@ def test_predict_input_problems(checkpoint: Path, tmp_path: Path,
     assert main(["predict", str(checkpoint), "--task", "rte", "--input",
                  str(tmp_path / "absent.tsv"), "--output", out]) == 2
     assert capsys.readouterr().err == (f"error: {tmp_path / 'absent.tsv'}: 1 problem(s):\n"
-                                       "  - input file not found\n")
+                                       "  - file not found (check the path)\n")
     wrong = tmp_path / "wrong.tsv"
     wrong.write_text("premise\thypothesis\nA.\tB.\n", encoding="utf-8")
     assert main(["predict", str(checkpoint), "--task", "rte", "--input", str(wrong),
                  "--output", out]) == 2
     assert capsys.readouterr().err == (
-        f"error: {wrong}: 1 problem(s):\n  - no column(s) ['sentence1', 'sentence2']; the file has "
+        f"error: {wrong}: 1 problem(s):\n  - no column(s) ['sentence1', 'sentence2'] in the header "
         "['premise', 'hypothesis'] (rename the columns, or pass --text-columns)\n")
     # --text-columns maps the file's own column names.
     assert main(["predict", str(checkpoint), "--task", "rte", "--input", str(wrong),

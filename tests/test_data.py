@@ -1,10 +1,10 @@
 """Tests of task data (mtdnn/data.py): reading real GLUE files, local tsv/csv/jsonl, Hub datasets
-(without network), ranking groups, tokenization and its cache, and the checks of `check_data`."""
+(without network), every kind of bad input (each a DataError naming the file, line and fix), the
+checks of `check_data`, and `read_texts`, the reader of `mtdnn predict`."""
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import re
 from collections import Counter
@@ -14,15 +14,7 @@ import datasets
 import pytest
 from conftest import SPECS, write_spec
 
-from mtdnn.data import (
-    DataError,
-    Rows,
-    available_splits,
-    check_data,
-    ranking_groups,
-    read_split,
-    tokenize,
-)
+from mtdnn.data import DataError, available_splits, check_data, read_split, read_texts
 from mtdnn.spec import Spec, load_spec
 
 # (task, split) -> (file, README row count, header, text columns, label column or None, id column)
@@ -431,6 +423,228 @@ def test_empty_label_and_missing_split(tmp_path: Path):
         read_split(spec, spec.task("t"), "dev")
 
 
+# --- bad input: every kind is a DataError naming the file, the line and the fix -----------------
+
+
+def read_train(tmp_path: Path, task_yaml: str):
+    spec = spec_of(tmp_path, f"  t: {task_yaml}\n")
+    return read_split(spec, spec.task("t"), "train")
+
+
+def problems_of(tmp_path: Path, task_yaml: str) -> tuple[str, list[str]]:
+    with pytest.raises(DataError) as e:
+        read_train(tmp_path, task_yaml)
+    return e.value.source, e.value.problems
+
+
+CLS_TSV = '{type: classification, text: [s], labels: ["0", "1"], files: {train: train.tsv}}'
+CLS_CSV = '{type: classification, text: [s], labels: ["0", "1"], files: {train: train.csv}}'
+REG_TSV = "{type: regression, text: [s], files: {train: train.tsv}}"
+
+
+def test_latin1_bytes_name_the_line_and_the_fix(tmp_path: Path):
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"s\tlabel\nok\t1\ncaf\xe9 au lait\t0\n")
+    assert problems_of(tmp_path, CLS_TSV) == (str(path), [
+        "line 3: byte 0xe9 is not UTF-8 (near 'café au lait\\t0', read as Latin-1; the file is "
+        "probably Latin-1 or Windows-1252): save the file as UTF-8"])
+
+
+def test_a_bad_byte_far_into_the_file_names_its_own_line(tmp_path: Path):
+    # Text files are decoded in blocks of several KB: the line must not be the block's first.
+    path = tmp_path / "train.tsv"
+    path.write_bytes(b"s\tlabel\n" + b"fine text\t1\n" * 5000 + b"na\xefve\t0\n" + b"x\t0\n" * 10)
+    _, problems = problems_of(tmp_path, CLS_TSV)
+    assert problems[0].startswith("line 5002: byte 0xef is not UTF-8")
+
+
+def test_utf16_and_latin1_json_lines(tmp_path: Path):
+    (tmp_path / "train.jsonl").write_bytes('{"s": "ü", "label": "1"}\n'.encode("utf-16"))
+    assert problems_of(tmp_path, '{type: classification, text: [s], labels: ["0", "1"], '
+                       "files: {train: train.jsonl}}")[1] == [
+        "line 1: the file is UTF-16, not UTF-8 (save it as UTF-8)"]
+    (tmp_path / "train.jsonl").write_bytes(b'{"s": "a", "label": "1"}\n{"s": "\xfc", '
+                                           b'"label": "0"}\n')
+    _, problems = problems_of(tmp_path, '{type: classification, text: [s], labels: ["0", "1"], '
+                              "files: {train: train.jsonl}}")
+    assert problems[0].startswith("line 2: byte 0xfc is not UTF-8")
+
+
+@pytest.mark.parametrize("name", ["train.tsv", "train.csv"])
+def test_fields_longer_than_the_csv_default_limit_are_read(tmp_path: Path, name: str):
+    huge = "word " * 60_000  # 300,000 chars: csv's default limit is 131,072
+    sep = "\t" if name.endswith("tsv") else ","
+    write(tmp_path / name, f"s{sep}label\n{huge}{sep}1\nsmall{sep}0\n")
+    rows = read_train(tmp_path, CLS_TSV if name.endswith("tsv") else CLS_CSV)
+    assert rows.text_a == [huge, "small"] and rows.labels == [1, 0]
+
+
+@pytest.mark.parametrize("name", ["train.tsv", "train.csv", "train.jsonl"])
+def test_a_nul_byte_names_the_line(tmp_path: Path, name: str):
+    sep = "\t" if name.endswith("tsv") else ","
+    text = ('{"s": "a", "label": "1"}\n{"s": "b\x00", "label": "0"}\n' if name.endswith("jsonl")
+            else f"s{sep}label\na{sep}1\nb\x00{sep}0\n")
+    write(tmp_path / name, text)
+    spec = CLS_TSV.replace("train.tsv", name)
+    assert problems_of(tmp_path, spec) == (str(tmp_path / name), [
+        "line 2: a NUL byte (\\x00): the file is binary or UTF-16, not UTF-8 text (save it as "
+        "UTF-8 text)"] if name.endswith("jsonl") else [
+        "line 3: a NUL byte (\\x00): the file is binary or UTF-16, not UTF-8 text (save it as "
+        "UTF-8 text)"])
+
+
+def test_csv_quoting_errors_name_the_line(tmp_path: Path):
+    path = write(tmp_path / "train.csv", 's,label\nok,1\n"never closed,0\nmore,1\n')
+    assert problems_of(tmp_path, CLS_CSV) == (str(path), [
+        'line 3: a quoted field opens here and is not closed before the end of the file (close '
+        'the quote; a quote inside a quoted field is written "")'])
+    write(tmp_path / "train.csv", 's,label\nok,1\n"quoted" then not,0\n')
+    assert problems_of(tmp_path, CLS_CSV)[1] == [
+        "line 3: text after the closing quote of a field (',' expected after '\"'): quote the "
+        'whole field and double the quotes inside it ("")']
+    # A quote inside an unquoted field stays as it is (standard CSV).
+    write(tmp_path / "train.csv", 's,label\nsay "hi",1\n')
+    assert read_train(tmp_path, CLS_CSV).text_a == ['say "hi"']
+
+
+def test_regression_labels_must_be_finite(tmp_path: Path):
+    path = write(tmp_path / "train.tsv", "s\tlabel\na\t1.5\nb\tnan\nc\tinf\nd\t-Infinity\ne\t0\n")
+    fix = "(a regression label is a score such as 3.5: fix the row or drop it)"
+    assert problems_of(tmp_path, REG_TSV) == (str(path), [
+        f"line 3: label 'nan' is not a finite number {fix}",
+        f"line 4: label 'inf' is not a finite number {fix}",
+        f"line 5: label '-Infinity' is not a finite number {fix}"])
+    # Python's json reads NaN too.
+    write(tmp_path / "train.jsonl", '{"s": "a", "label": NaN}\n{"s": "b", "label": true}\n')
+    assert problems_of(tmp_path, "{type: regression, text: [s], files: {train: train.jsonl}}"
+                       )[1] == [f"line 1: label NaN is not a finite number {fix}",
+                                "line 2: label true (a JSON boolean) is not a number (write the "
+                                "score as a number, e.g. 3.5)"]
+
+
+def test_json_labels_of_the_wrong_type(tmp_path: Path):
+    lines = [{"s": "ok", "y": "1"}, {"s": "int", "y": 0}, {"s": "list", "y": ["1"]},
+             {"s": "dict", "y": {"v": 1}}, {"s": "bool", "y": True}, {"s": "float", "y": 1.0}]
+    path = write(tmp_path / "train.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    spec = ('{type: classification, text: [s], label: y, labels: ["0", "1"], '
+            "files: {train: train.jsonl}}")
+    fix = "(write the label as one of them, in a JSON string: \"0\")"
+    assert problems_of(tmp_path, spec) == (str(path), [
+        'line 3: label ["1"] (a JSON array) is not one value (give each row a single label)',
+        'line 4: label {"v": 1} (a JSON object) is not one value (give each row a single label)',
+        f"line 5: label true (a JSON boolean) reads as 'True', which is not in tasks.t.labels "
+        f"['0', '1'] {fix}",
+        f"line 6: label 1.0 (a JSON number) reads as '1.0', which is not in tasks.t.labels "
+        f"['0', '1'] {fix}"])
+    # A boolean is a label when the list has its text; an int is read as its text.
+    write(tmp_path / "train.jsonl", '{"s": "a", "y": true}\n{"s": "b", "y": false}\n')
+    rows = read_train(tmp_path, spec.replace('["0", "1"]', '["False", "True"]'))
+    assert rows.labels == [1, 0]
+
+
+def test_json_ranking_labels_that_never_equal_positive_label(tmp_path: Path):
+    write(tmp_path / "train.jsonl", '{"q": "q1", "c": "a", "y": true}\n'
+                                    '{"q": "q1", "c": "b", "y": 0}\n')
+    _, problems = problems_of(tmp_path, "{type: ranking, text: [q, c], label: y, "
+                              "files: {train: train.jsonl}}")
+    assert problems == [
+        "line 1: label true (a JSON boolean) reads as 'True', which can never equal "
+        "tasks.t.positive_label '1' (write relevance as 1/0 or \"1\"/\"0\", or set "
+        "positive_label)"]
+
+
+def test_json_texts_that_are_not_text(tmp_path: Path):
+    lines = [{"s": "ok", "y": "1"}, {"s": 7, "y": "0"}, {"s": 2.5, "y": "0"},
+             {"s": ["a", "b"], "y": "1"}, {"s": {"t": "x"}, "y": "1"}, {"s": None, "y": "1"},
+             {"s": False, "y": "1"}, {"y": "1"}]
+    path = write(tmp_path / "train.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    spec = ('{type: classification, text: [s], label: y, labels: ["0", "1"], '
+            "files: {train: train.jsonl}}")
+    fix = "not text (write the text as a string)"
+    assert problems_of(tmp_path, spec) == (str(path), [
+        f"line 4: text column 's' is [\"a\", \"b\"], a JSON array, {fix}",
+        f"line 5: text column 's' is {{\"t\": \"x\"}}, a JSON object, {fix}",
+        f"line 6: text column 's' is null, {fix}",
+        f"line 7: text column 's' is false, a JSON boolean, {fix}",
+        "line 8: missing text column(s) ['s'] (the row has keys ['y']; fix the row, or "
+        "set tasks.t.files.train.text)"])
+    write(tmp_path / "train.jsonl", "".join(json.dumps(r) + "\n" for r in lines[:3]))
+    assert read_train(tmp_path, spec).text_a == ["ok", "7", "2.5"]  # numbers become text
+
+
+def test_a_directory_an_empty_file_or_no_rows(tmp_path: Path):
+    path = write(tmp_path / "train.tsv", "")
+    assert problems_of(tmp_path, CLS_TSV) == (str(path), [
+        "the file is empty (it needs a header row, then one row per example)"])
+    write(tmp_path / "train.tsv", "s\tlabel\n\n")
+    assert problems_of(tmp_path, CLS_TSV) == (str(path), [
+        "the file has a header and no rows (an empty train split: fill the file, or remove "
+        "tasks.t.files.train from the spec)"])
+    write(tmp_path / "train.jsonl", "\n  \n")
+    assert problems_of(tmp_path, '{type: classification, text: [s], labels: ["0", "1"], '
+                       "files: {train: train.jsonl}}")[1] == [
+        "the file has no rows (an empty train split: fill the file, or remove "
+        "tasks.t.files.train from the spec)"]
+    # The spec checks that the file exists when it is loaded; it may be gone or replaced later.
+    write(tmp_path / "train.tsv", "s\tlabel\na\t1\n")
+    spec = spec_of(tmp_path, f"  t: {CLS_TSV}\n")
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(DataError, match=re.escape(
+            f"{path}: 1 problem(s):\n  - is a directory, not a data file")):
+        read_split(spec, spec.task("t"), "train")
+    path.rmdir()
+    with pytest.raises(DataError, match=re.escape(f"{path}: 1 problem(s):\n  - file not found")):
+        read_split(spec, spec.task("t"), "train")
+
+
+def test_an_empty_test_split_is_an_error_too(tmp_path: Path):
+    write(tmp_path / "train.tsv", "s\tlabel\na\t1\n")
+    path = write(tmp_path / "test.tsv", "index\ts\n")
+    spec = spec_of(tmp_path, '  t: {type: classification, text: [s], labels: ["0", "1"], '
+                   "files: {train: train.tsv, test: test.tsv}}\n")
+    with pytest.raises(DataError, match=re.escape(f"{path}: 1 problem(s):\n  - the file has a "
+                                                  "header and no rows (an empty test split")):
+        read_split(spec, spec.task("t"), "test")
+
+
+# --- ranking: a train split with nothing to learn ------------------------------------------------
+
+
+def ranking_spec(tmp_path: Path, positive: str) -> Spec:
+    return spec_of(tmp_path, "  r: {type: ranking, text: [q, c], positive_label: '" + positive +
+                   "', files: {train: r.tsv, dev: r.tsv}}\n")
+
+
+def test_ranking_train_split_without_positive_label(tmp_path: Path):
+    path = write(tmp_path / "r.tsv", "q\tc\tlabel\nq1\ta\t1\nq1\tb\t0\nq2\tc\t0\n")
+    spec = ranking_spec(tmp_path, "yes")
+    with pytest.raises(DataError) as e:
+        read_split(spec, spec.task("r"), "train")
+    assert (e.value.source, e.value.problems) == (str(path), [
+        "tasks.r.positive_label is 'yes', but no training label equals it (labels seen, with row "
+        "counts: {'0': 2, '1': 1}), so the task would train nothing (set positive_label to the "
+        "label of a relevant candidate, or fix the rows)"])
+    # Only training needs a relevant candidate per query: the same rows read as a dev split.
+    assert read_split(spec, spec.task("r"), "dev").labels == [0, 0, 0]
+    spec = ranking_spec(tmp_path, "1")  # the right value trains
+    assert read_split(spec, spec.task("r"), "train").labels == [1, 0, 0]
+
+
+def test_ranking_train_split_where_no_query_has_both_kinds(tmp_path: Path):
+    path = write(tmp_path / "r.tsv", "q\tc\tlabel\nq1\ta\t1\nq1\tb\t1\nq2\tc\t0\n")
+    spec = ranking_spec(tmp_path, "1")
+    with pytest.raises(DataError) as e:
+        read_split(spec, spec.task("r"), "train")
+    assert (e.value.source, e.value.problems) == (str(path), [
+        "no query has both a relevant and an irrelevant candidate (positive_label is '1'; labels "
+        "seen, with row counts: {'1': 2, '0': 1}), so the task would train nothing (each query "
+        "needs a candidate labelled '1' and one labelled otherwise)"])
+    with pytest.raises(DataError, match=re.escape("no query has both a relevant and an irrelevant "
+                                                  "candidate (positive_label is '1'; is that")):
+        check_data(spec)  # `mtdnn validate` reports it too
+
+
 # --- Hub datasets, without network ---------------------------------------------------------------
 
 
@@ -561,136 +775,28 @@ def test_hub_ranking_and_regression(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert read_split(spec, spec.task("stsb"), "dev").labels == [0.25, 4.0]
 
 
-# --- ranking groups ------------------------------------------------------------------------------
-
-
-def ranking_rows(query_ids: list[int], labels: list[int]) -> Rows:
-    n = len(query_ids)
-    return Rows(task="r", split="train", where="mem", text_a=[f"q{q}" for q in query_ids],
-                text_b=[f"c{i}" for i in range(n)], labels=labels, ids=[str(i) for i in range(n)],
-                query_ids=query_ids)
-
-
-def test_ranking_groups_by_hand():
-    #        row:  0  1  2  3  4  5  6  7  8  9 10 11
-    query_ids = [0, 1, 0, 0, 2, 0, 1, 0, 1, 3, 0, 2]
-    labels = [0, 1, 1, 0, 0, 0, 1, 0, 0, 1, 0, 0]
-    # query 0: positive 2, negatives 0 3 5 7 10; query 1: positives 1 6, negative 8;
-    # query 2: no positive; query 3: no negative.
-    rows = ranking_rows(query_ids, labels)
-    assert ranking_groups(rows, max_candidates=3) == [
-        [2, 0, 3], [2, 5, 7], [2, 10],
-        [1, 8], [6, 8],
-    ]
-    assert ranking_groups(rows, max_candidates=8) == [[2, 0, 3, 5, 7, 10], [1, 8], [6, 8]]
-    assert ranking_groups(rows, max_candidates=2) == [
-        [2, 0], [2, 3], [2, 5], [2, 7], [2, 10], [1, 8], [6, 8]]
-
-
-def test_ranking_groups_empty_without_signal():
-    assert ranking_groups(ranking_rows([0, 0, 1], [1, 1, 0]), 4) == []
-
-
-# --- tokenization --------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tokenizer(minilm_path: str):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(minilm_path)
-
-
-class CountingTokenizer:
-    """Forwards to a tokenizer and counts the calls that tokenize."""
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self.calls = 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.tokenizer(*args, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self.tokenizer)
-
-    def __getattr__(self, name: str):
-        return getattr(self.tokenizer, name)
-
-
-def pair_rows(labels: list | None = (1, 0, 1)) -> Rows:
-    return Rows(task="p", split="dev", where="mem", text_a=["a cat sat", "short", "x " * 100],
-                text_b=["on the mat", "yes", "y"], labels=None if labels is None else list(labels),
-                ids=["0", "1", "2"])
-
-
-def test_tokenize_columns_lengths_and_truncation(tokenizer):
-    rows = pair_rows()
-    ds = tokenize(rows, tokenizer, 16, for_training=False, use_cache=False)
-    assert set(ds.column_names) == {"input_ids", "token_type_ids", "length", "labels", "index"}
-    assert ds["index"] == [0, 1, 2]
-    assert ds["labels"] == [1, 0, 1]
-    for i, (a, b) in enumerate(zip(rows.text_a, rows.text_b, strict=True)):
-        want = tokenizer(a, b, truncation=True, max_length=16)
-        assert ds[i]["input_ids"] == want["input_ids"]
-        assert ds[i]["token_type_ids"] == want["token_type_ids"]
-        assert ds[i]["length"] == len(ds[i]["input_ids"])
-    assert ds["length"][2] == 16  # truncated
-    assert ds["length"][0] < 16 and ds[0]["input_ids"][-1] == tokenizer.sep_token_id
-    single = Rows(task="s", split="test", where="mem", text_a=["one two"], text_b=None,
-                  labels=None, ids=["0"])
-    ds = tokenize(single, tokenizer, 16, for_training=False, use_cache=False)
-    assert "labels" not in ds.column_names
-    assert ds[0]["input_ids"] == tokenizer("one two")["input_ids"]
-
-
-def test_tokenize_ranking_training_rows_are_groups(tokenizer):
-    rows = ranking_rows([0, 0, 0, 1, 1], [0, 1, 0, 0, 1])
-    flat = tokenize(rows, tokenizer, 16, for_training=False, use_cache=False)
-    assert len(flat) == 5 and flat["labels"] == [0, 1, 0, 0, 1]
-    ds = tokenize(rows, tokenizer, 16, for_training=True, max_candidates=2, use_cache=False)
-    groups = ranking_groups(rows, 2)
-    assert groups == [[1, 0], [1, 2], [4, 3]]
-    assert len(ds) == 3
-    assert ds["labels"] == [0, 0, 0]  # the relevant candidate comes first
-    assert ds["index"] == [1, 1, 4]
-    for row, group in zip(ds, groups, strict=True):
-        assert row["input_ids"] == [flat[i]["input_ids"] for i in group]
-        assert row["token_type_ids"] == [flat[i]["token_type_ids"] for i in group]
-        assert row["length"] == sum(flat[i]["length"] for i in group)
-    unlabelled = dataclasses.replace(rows, labels=None)
-    with pytest.raises(DataError, match="tasks.r: ranking training rows need labels"):
-        tokenize(unlabelled, tokenizer, 16, for_training=True, use_cache=False)
-
-
-def test_tokenize_cache_is_reused(tokenizer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MTDNN_CACHE", str(tmp_path / "cache"))
-    counting = CountingTokenizer(tokenizer)
-    first = tokenize(pair_rows(), counting, 16, for_training=False)
-    assert counting.calls == 1
-    files = sorted((tmp_path / "cache" / "tokenized").glob("p-dev-*.arrow"))
-    assert len(files) == 1
-    second = tokenize(pair_rows(), counting, 16, for_training=False)
-    assert counting.calls == 1  # loaded, not tokenized again
-    assert [f["filename"] for f in second.cache_files] == [str(files[0])]
-    assert second["input_ids"] == first["input_ids"]
-    # Another max_len or other labels: another file.
-    third = tokenize(pair_rows(), counting, 8, for_training=False)
-    assert counting.calls == 2 and max(third["length"]) == 8
-    tokenize(pair_rows((0, 0, 0)), counting, 16, for_training=False)
-    assert counting.calls == 3
-    assert len(list((tmp_path / "cache" / "tokenized").glob("p-dev-*.arrow"))) == 3
-
-
-def test_tokenize_without_cache_writes_nothing(tokenizer, tmp_path: Path,
-                                               monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("MTDNN_CACHE", str(tmp_path / "cache"))
-    counting = CountingTokenizer(tokenizer)
-    tokenize(pair_rows(), counting, 16, for_training=False, use_cache=False)
-    tokenize(pair_rows(), counting, 16, for_training=False, use_cache=False)
-    assert counting.calls == 2
-    assert not (tmp_path / "cache").exists()
+def test_hub_bad_values(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    tables = {"stsb": datasets.Dataset.from_dict({"s": ["x", "y", "z"],
+                                                  "label": [0.5, float("nan"), float("inf")]}),
+              "texts": datasets.Dataset.from_dict({"s": ["x", None], "label": [1.0, 2.0]}),
+              "empty": datasets.Dataset.from_dict({"s": [], "label": []})}
+    monkeypatch.setattr(datasets, "load_dataset",
+                        lambda path, name=None, split=None, **kwargs: tables[name])
+    spec = spec_of(tmp_path, "".join(
+        f"  {name}: {{type: regression, text: [s], hub: {{path: glue, name: {name}}}}}\n"
+        for name in tables))
+    fix = "(a regression label is a score such as 3.5: fix the row or drop it)"
+    with pytest.raises(DataError) as e:
+        read_split(spec, spec.task("stsb"), "train")
+    assert e.value.problems == [f"row 1: label NaN is not a finite number {fix}",
+                                f"row 2: label Infinity is not a finite number {fix}"]
+    with pytest.raises(DataError) as e:
+        read_split(spec, spec.task("texts"), "train")
+    assert e.value.problems == ["row 1: text column 's' is null, not text (write the text as a "
+                                "string)"]
+    with pytest.raises(DataError, match=re.escape("hub dataset glue (empty): 1 problem(s):\n"
+                                                  "  - split 'train' has no rows")):
+        read_split(spec, spec.task("empty"), "train")
 
 
 # --- check_data ----------------------------------------------------------------------------------
@@ -727,3 +833,78 @@ def test_check_data_collects_the_problems_of_all_tasks(tmp_path: Path):
         "is that the right value?)",
     ]
     assert str(e.value).startswith(f"{tmp_path / 'spec.yaml'}: 3 problem(s):\n")
+
+
+# --- read_texts: the inputs of `mtdnn predict` ----------------------------------------------------
+
+
+def test_read_texts_tsv_csv_and_json_lines(tmp_path: Path):
+    # TSV without quoting (the quotes stay), the BOM dropped, ids from the `index` column.
+    tsv = tmp_path / "in.tsv"
+    tsv.write_bytes('\ufeffindex\tpremise\thypothesis\n7\ta "quoted" one\tNA\n9\tb\t\n'
+                    .encode("utf-8"))
+    assert read_texts(tsv, ["premise", "hypothesis"]) == (
+        [('a "quoted" one', "NA"), ("b", "")], ["7", "9"])
+    assert read_texts(tsv, ["hypothesis"]) == ([("NA",), ("",)], ["7", "9"])
+    csv_path = write(tmp_path / "in.csv", 'text,idx\n"one, two",a1\n"three\nlines",a2\n')
+    assert read_texts(csv_path, ["text"]) == ([("one, two",), ("three\nlines",)], ["a1", "a2"])
+    # JSON lines: numbers become text; without an id key, ids are the row numbers.
+    jsonl = write(tmp_path / "in.jsonl", '{"s": "x", "n": 3}\n\n{"s": "y", "n": 2.5}\n')
+    assert read_texts(jsonl, ["s", "n"]) == ([("x", "3"), ("y", "2.5")], ["0", "1"])
+    write(tmp_path / "in.txt", '{"id": 11, "s": "x"}\n')
+    assert read_texts(tmp_path / "in.txt", ["s"], format="jsonl") == ([("x",)], ["11"])
+
+
+def read_texts_problems(path: Path, columns: list[str], **kwargs) -> tuple[str, list[str]]:
+    with pytest.raises(DataError) as e:
+        read_texts(path, columns, **kwargs)
+    return e.value.source, e.value.problems
+
+
+def test_read_texts_bad_rows_name_the_file_and_line(tmp_path: Path):
+    tsv = write(tmp_path / "in.tsv", "id\tpremise\thypothesis\n1\ta\tb\n2\tshort\n3\tc\td\te\n")
+    assert read_texts_problems(tsv, ["premise", "hypothesis"]) == (str(tsv), [
+        "line 3: 2 fields, the header has 3 (a stray tab or newline inside a field? TSV is read "
+        "without quoting)",
+        "line 4: 4 fields, the header has 3 (a stray tab or newline inside a field? TSV is read "
+        "without quoting)"])
+    assert read_texts_problems(tsv, ["premise", "sentence2"]) == (str(tsv), [
+        "no column(s) ['sentence2'] in the header ['id', 'premise', 'hypothesis'] (rename the "
+        "columns, or pass --text-columns)"])
+    jsonl = write(tmp_path / "in.jsonl", '{"a": "x", "b": "y"}\n{"a": "x"}\n{"a": null, "b": 1}\n')
+    assert read_texts_problems(jsonl, ["a", "b"]) == (str(jsonl), [
+        "line 2: missing text column(s) ['b'] (the row has keys ['a']; rename the columns, or "
+        "pass --text-columns)",
+        "line 3: text column 'a' is null, not text (write the text as a string)"])
+    write(tmp_path / "in.jsonl", '{"a": "x"}\n{"a": "y",}\n')
+    assert read_texts_problems(jsonl, ["a"])[1] == [
+        "line 2: not valid JSON (Expecting property name enclosed in double quotes)"]
+    write(tmp_path / "in.jsonl", '{"id": 1, "a": "x"}\n{"a": "y"}\n')
+    assert read_texts_problems(jsonl, ["a"])[1] == [
+        "line 2: no id in column 'id' (give every row one)"]
+    csv_path = write(tmp_path / "in.csv", 'a\n"open\n')
+    assert read_texts_problems(csv_path, ["a"])[1][0].startswith(
+        "line 2: a quoted field opens here and is not closed")
+    latin1 = tmp_path / "latin1.tsv"
+    latin1.write_bytes(b"a\nna\xefve\n")
+    assert read_texts_problems(latin1, ["a"])[1][0].startswith("line 2: byte 0xef is not UTF-8")
+
+
+def test_read_texts_empty_files_and_bad_paths(tmp_path: Path):
+    for name, text, problem in [
+            ("empty.tsv", "", "the file is empty (it needs a header row, then one row per "
+             "example)"),
+            ("header.csv", "a,b\n", "the file has a header and no rows (nothing to predict)"),
+            ("blank.jsonl", "\n\n", "the file has no rows (nothing to predict)")]:
+        path = write(tmp_path / name, text)
+        assert read_texts_problems(path, ["a"]) == (str(path), [problem])
+    assert read_texts_problems(tmp_path, ["a"]) == (str(tmp_path), [
+        "is a directory, not a data file (give the path of the file in it, e.g. RTE/train.tsv)"])
+    assert read_texts_problems(tmp_path / "nope.tsv", ["a"])[1] == [
+        "file not found (check the path)"]
+    write(tmp_path / "in.txt", "a\nb\n")
+    assert read_texts_problems(tmp_path / "in.txt", ["a"])[1] == [
+        "cannot tell the format from the extension '.txt': name the file .tsv, .csv or .jsonl, "
+        "or give its format"]
+    assert read_texts_problems(tmp_path / "in.txt", ["a"], format="xml")[1] == [
+        "format 'xml' is not one of auto, tsv, csv, jsonl"]

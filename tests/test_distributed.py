@@ -17,13 +17,15 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import build_tiny_bert
 from safetensors.torch import load_file
 
 from mtdnn.collate import Collator
-from mtdnn.evaluation import evaluate_task, score_rows
+from mtdnn.evaluation import evaluate_task, logits_of, predictions
 from mtdnn.model import MultiTaskModel, load_encoder
+from mtdnn.prepare import prepare_tasks, task_info
 from mtdnn.spec import Spec, load_spec
-from mtdnn.trainer import head_activation, prepare_tasks, task_info, train
+from mtdnn.trainer import train
 
 WORLD = 2
 B = 4  # examples (or ranking groups) per rank per step; the global batch is 2B = 8
@@ -61,19 +63,10 @@ HANG_S = 240  # a rank still running after this long is stuck
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_no_dropout(tmp_path_factory: pytest.TempPathFactory, minilm_path: str) -> str:
+def tiny_bert_no_dropout(tmp_path_factory: pytest.TempPathFactory, tiny_tokenizer: str) -> str:
     """The conftest's tiny random BERT, without dropout (see SETTINGS)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_path)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
-                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return str(path)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert-no-dropout"), tiny_tokenizer,
+                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 
 
 # --- what runs in each forked rank ---------------------------------------------------------------
@@ -119,7 +112,7 @@ def _score_rank(checkpoint: Path, spec: Spec, out: Path) -> None:
 
     _start_rank()
     accelerator = Accelerator()
-    # Record what each rank scores and what the gather returns (score_rows imports it at call).
+    # Record what each rank scores and what the gather returns (logits_of imports it at call).
     gathered: list[list[int]] = []
     original = accelerate.utils.gather_object
 
@@ -139,9 +132,10 @@ def _score_rank(checkpoint: Path, spec: Spec, out: Path) -> None:
 def _score(checkpoint: Path, spec: Spec, accelerator: Any = None) -> dict[str, Any]:
     """Every dev task's scores (row order) and metrics; 2 processes when an accelerator is given."""
     model = MultiTaskModel.from_pretrained(checkpoint)
-    data = prepare_tasks(spec, model.tokenizer, head_activation(model.encoder.config), ("dev",))
+    data = prepare_tasks(spec, model.tokenizer, model.encoder.config, ("dev",))
     collator = Collator(model.tokenizer.pad_token_id)
-    return {name: {"scores": score_rows(model, name, d.dev, collator, 4, accelerator).tolist(),
+    return {name: {"scores": predictions(d.info.type, logits_of(
+                       model, name, d.dev, 4, accelerator, collator)).tolist(),
                    "metrics": evaluate_task(model, d.info, d.dev, d.dev_rows, accelerator, 4,
                                             collator)}
             for name, d in data.items()}

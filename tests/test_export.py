@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtdnn.errors import UserError
 from mtdnn.export import LAYOUTS, export
 from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder
 
@@ -224,7 +225,7 @@ def test_task_vector_is_folded_into_the_word_embeddings(bert_export, tmp_path):
 
 def test_unknown_task_suggests_the_closest(bert_export, tmp_path):
     ckpt, _ = bert_export
-    with pytest.raises(KeyError, match="unknown task 'rtee'; did you mean 'rte'"):
+    with pytest.raises(UserError, match="unknown task 'rtee'; did you mean 'rte'"):
         export(ckpt, "rtee", tmp_path / "out")
     with pytest.raises(ValueError, match="name the task to export"):
         export(ckpt, None, tmp_path / "out")
@@ -274,7 +275,7 @@ def test_cli_reports_an_unknown_task_without_traceback(bert_export, tmp_path, ca
 
     ckpt, _ = bert_export  # in-process: main() is what the console script runs
     assert main(["export", str(ckpt), "--task", "mnly", "--output", str(tmp_path / "x")]) == 2
-    assert "error: unknown task 'mnly'; did you mean 'mnli'?" in capsys.readouterr().err
+    assert f"error: {ckpt}: unknown task 'mnly'; did you mean 'mnli'?" in capsys.readouterr().err
     assert main(["export", str(ckpt), "--output", str(tmp_path / "x")]) == 2
     assert "name the task to export" in capsys.readouterr().err
 

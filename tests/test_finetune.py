@@ -7,10 +7,16 @@ import torch
 from conftest import SPECS
 from safetensors.torch import load_file
 
+from mtdnn.checkpoint import init_from_checkpoint
 from mtdnn.finetune import finetune_spec
 from mtdnn.model import MultiTaskModel
 from mtdnn.spec import SpecError, load_spec
-from mtdnn.trainer import _init_from_checkpoint, train
+from mtdnn.trainer import train
+
+
+def _init_from_checkpoint(model, spec) -> list[str]:
+    """The heads a spec's init_checkpoint loads into a model (its encoder comes along)."""
+    return init_from_checkpoint(model, spec.init_checkpoint, spec.fresh_heads)["heads"]
 
 
 @pytest.fixture
@@ -21,7 +27,7 @@ def checkpoint(tiny_glue_spec):
 
 def _fresh_model(spec):
     from mtdnn.model import load_encoder
-    from mtdnn.trainer import task_info
+    from mtdnn.prepare import task_info
 
     torch.manual_seed(123)
     encoder = load_encoder(spec.encoder)

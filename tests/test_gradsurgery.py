@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import write_spec
 
+import mtdnn.methods
 from mtdnn.gradsurgery import (
     SURGERIES,
     CAGrad,
@@ -20,7 +21,9 @@ from mtdnn.gradsurgery import (
     cagrad_weights,
     pcgrad,
 )
-from mtdnn.spec import MAX_CAGRAD_TASKS, SpecError, SurgeryName, load_spec
+from mtdnn.spec import SpecError, SurgeryName, load_spec
+
+MAX_CAGRAD_TASKS = mtdnn.methods.method("gradient_surgery", "cagrad").max_tasks
 
 
 def g(*rows) -> torch.Tensor:
@@ -45,7 +48,8 @@ def pcgrad_reference(grads: torch.Tensor, orders: list[list[int]]) -> torch.Tens
 
 
 def test_the_spec_names_the_registered_methods():
-    assert get_args(SurgeryName) == ("none", *SURGERIES)
+    assert get_args(SurgeryName) == mtdnn.methods.names("gradient_surgery") == ("none", *SURGERIES)
+    assert mtdnn.methods.registry("gradient_surgery") == SURGERIES
 
 
 # --- PCGrad ---------------------------------------------------------------------------------------

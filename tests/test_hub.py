@@ -18,6 +18,7 @@ import yaml
 from conftest import SPECS, write_spec
 from hub_stub import HubStub
 
+from mtdnn.errors import UserError
 from mtdnn.hub import model_card, push_to_hub
 from mtdnn.spec import load_spec
 
@@ -91,12 +92,16 @@ def test_model_card_of_an_export_and_of_a_moved_checkpoint(run: Path, tmp_path: 
     assert [r["dataset"]["config"] for r in meta["model-index"][0]["results"]] == ["stsb"]
     assert 'pipeline("text-classification", model="me/tiny-stsb")' in card
     assert '"text_pair"' in card
-    # Without the run's metrics.json beside it, nothing is claimed.
+    # The results travel with the checkpoint (its own metrics.json): a moved copy keeps them; a
+    # checkpoint without its record claims nothing.
     shutil.copytree(run / "best", tmp_path / "moved" / "best")
     moved = model_card(tmp_path / "moved" / "best", task="stsb")
-    assert "model-index" not in front_matter(moved)
-    assert "No dev results were found" in moved
-    with pytest.raises(KeyError, match="did you mean 'stsb'"):
+    assert front_matter(moved)["model-index"][0]["results"] == meta["model-index"][0]["results"]
+    (tmp_path / "moved" / "best" / "metrics.json").unlink()
+    bare = model_card(tmp_path / "moved" / "best", task="stsb")
+    assert "model-index" not in front_matter(bare)
+    assert "No dev results were found" in bare
+    with pytest.raises(UserError, match="did you mean 'stsb'"):
         model_card(run / "best", task="stsbb")
 
 

@@ -10,15 +10,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import Recorder
 from safetensors.torch import load_file
 from test_distributed import WORLD, _launch, _train_rank
 from test_distributed import tiny_bert_no_dropout as no_dropout_bert  # noqa: F401 (fixture)
 
+from mtdnn.checkpoint import latest_checkpoint
 from mtdnn.cli import main
+from mtdnn.errors import CheckpointError
 from mtdnn.gradsurgery import PCGrad, pcgrad
 from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder
 from mtdnn.spec import load_spec
-from mtdnn.trainer import TaskData, _JointStep, _TaskStream, latest_checkpoint, task_samplers, train
+from mtdnn.steps import JointPasses, task_samplers
+from mtdnn.trainer import train
 from mtdnn.weighting import GradNorm, Static, Uncertainty, shared_layer_weight
 
 TASKS = ["rte", "stsb", "cola"]
@@ -66,7 +70,7 @@ def batches(task: str, n: int, seed: int) -> list[tuple[str, dict[str, torch.Ten
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n):
-        ids = torch.randint(1000, 2000, (4, 7), generator=g)
+        ids = torch.randint(100, 390, (4, 7), generator=g)  # ids of the tiny vocabulary
         labels = torch.randint(0, 2, (4,), generator=g) if task == "a" else \
             torch.rand(4, generator=g) * 5
         out.append((task, {"input_ids": ids, "attention_mask": torch.ones_like(ids),
@@ -78,8 +82,8 @@ def run_joint_step(model, weighting, surgery=None, accum=2, step=1, seeds=(1, 2)
     from accelerate import Accelerator
 
     data = {"a": batches("a", accum, seeds[0]), "b": batches("b", accum, seeds[1])}
-    joint = _JointStep({k: iter(v) for k, v in data.items()}, model, weighting, surgery,
-                       Accelerator(cpu=True), accum)
+    joint = JointPasses({k: iter(v) for k, v in data.items()}, model, weighting, surgery,
+                        Accelerator(cpu=True), accum)
     model.zero_grad(set_to_none=True)
     losses = joint.backward(step)
     return data, losses, joint
@@ -155,13 +159,9 @@ def test_joint_step_measures_gradnorms_at_the_last_shared_layer(model):
 
 
 def test_task_samplers_shuffle_each_task_on_its_own_and_resume(tiny_glue_spec):
-    from datasets import Dataset
-
     spec = load_spec(tiny_glue_spec(tasks="[rte, stsb]"), ["train.batch_size=4"])
-    trainable = {name: TaskData(spec=spec.task(name), info=None,
-                                train=Dataset.from_dict({"length": [5] * 10}))
-                 for name in ("rte", "stsb")}
-    samplers = task_samplers(trainable, spec)
+    sizes, lengths = {"rte": 10, "stsb": 10}, {"rte": [5] * 10, "stsb": [5] * 10}
+    samplers = task_samplers(spec, sizes, lengths)
     orders = {}
     for name, s in samplers.items():
         assert len(s) == 3  # ceil(10 / 4)
@@ -170,11 +170,11 @@ def test_task_samplers_shuffle_each_task_on_its_own_and_resume(tiny_glue_spec):
         orders[name] = [i for b in batches_ for i in b.indices]
         assert sorted(orders[name]) == list(range(10))  # one pass per epoch
     assert orders["rte"] != orders["stsb"]  # same size, own seed
-    again = task_samplers(trainable, spec)["rte"]
+    again = task_samplers(spec, sizes, lengths)["rte"]
     it = iter(again)
     next(it)
     state = again.state_dict()
-    resumed = task_samplers(trainable, spec)["rte"]
+    resumed = task_samplers(spec, sizes, lengths)["rte"]
     resumed.load_state_dict(state)
     assert [b.indices for b in resumed] == [b.indices for b in it]
 
@@ -218,8 +218,10 @@ def test_joint_gradnorm_cagrad_run_keeps_the_weights_summing_to_k(tiny_glue_spec
     # stsb (a regression loss near 15, against ~0.7) has by far the largest gradient: GradNorm
     # weighs it down.
     assert min(weights(log[-1])) == log[-1]["weight/stsb"]
-    registry = MultiTaskModel.read_registry(tmp_path / "run" / "best")
-    assert sum(registry["loss_weights"].values()) == pytest.approx(3.0, rel=1e-5)
+    # The learned weights of the best checkpoint are part of its run record, not of the model.
+    best = json.loads((tmp_path / "run" / "best" / "metrics.json").read_text())
+    assert sum(best["loss_weights"].values()) == pytest.approx(3.0, rel=1e-5)
+    assert "loss_weights" not in MultiTaskModel.read_registry(tmp_path / "run" / "best")
 
 
 def test_uncertainty_with_alternating_steps_moves_only_the_weight_of_the_task_run(
@@ -236,28 +238,14 @@ def test_uncertainty_with_alternating_steps_moves_only_the_weight_of_the_task_ru
             assert moved == (task == ran), (before["step"], task)
 
 
-def test_gradient_accumulation_in_joint_mode(tiny_glue_spec, tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch):
-    from torch.optim.optimizer import register_optimizer_step_post_hook
-
-    seen: list[str] = []
-    original = _TaskStream.__next__
-
-    def counting(self):
-        task, batch = original(self)
-        seen.append(task)
-        return task, batch
-
-    monkeypatch.setattr(_TaskStream, "__next__", counting)
-    steps = []
-    handle = register_optimizer_step_post_hook(lambda *_: steps.append(1))
-    try:
-        cli_train(tiny_glue_spec(tasks="[rte, stsb, cola]", steps=3), *SMALL,
-                  "train.step_mode=joint", "train.gradient_accumulation_steps=2",
-                  "train.gradient_surgery=pcgrad", "train.eval_every=3")
-    finally:
-        handle.remove()
-    assert len(steps) == 3
+def test_gradient_accumulation_in_joint_mode(tiny_glue_spec, tmp_path: Path):
+    recorder = Recorder()
+    spec = load_spec(tiny_glue_spec(tasks="[rte, stsb, cola]", steps=3), [
+        *SMALL, "train.step_mode=joint", "train.gradient_accumulation_steps=2",
+        "train.gradient_surgery=pcgrad", "train.eval_every=3"])
+    train(spec, progress=False, instrument=recorder)
+    seen = recorder.tasks
+    assert recorder.steps == [1, 2, 3]
     assert seen == TASKS * 6  # 3 steps x 2 micro-steps, each a batch of every task in order
     # A joint epoch: ceil(12 / 3) = 4 joint micro-steps = 2 optimizer steps.
     assert [r["epoch"] for r in records(tmp_path / "run")] == [0.5, 1.0, 1.5]
@@ -276,7 +264,7 @@ def test_invalid_combination_is_a_user_error(tiny_glue_spec, capsys: pytest.Capt
 
 STEPS = 8
 RESUME = [f"train.max_steps={STEPS}", f"train.eval_every={STEPS}", "train.save_every=2",
-          "train.log_every=1", "train.step_mode=joint", "train.weighting_lr=0.05"]
+          "train.log_every=1", "train.step_mode=joint"]
 
 
 def _tensors(directory: Path) -> dict:
@@ -285,7 +273,7 @@ def _tensors(directory: Path) -> dict:
 
 
 @pytest.mark.parametrize("strategy", [
-    ["train.loss_weighting=gradnorm", "train.gradient_surgery=pcgrad"],
+    ["train.loss_weighting=gradnorm", "train.weighting_lr=0.05", "train.gradient_surgery=pcgrad"],
     ["train.loss_weighting=dwa", "train.dwa_period=3", "train.gradient_surgery=cagrad",
      "train.gradient_accumulation_steps=2"],
 ], ids=["gradnorm-pcgrad", "dwa-cagrad-accum"])
@@ -300,7 +288,8 @@ def test_joint_stop_and_resume_is_bitwise_identical(tiny_glue_spec, tmp_path: Pa
     checkpoint = latest_checkpoint(cut)
     assert checkpoint.name == "step-0000005"
     state = json.loads((checkpoint / "trainer_state.json").read_text())
-    assert set(state["task_samplers"]) == {"rte", "stsb", "wikiqa"}
+    assert state["step_mode"] == "joint" and state["step"] == 5
+    assert set(state["step_state"]["task_samplers"]) == {"rte", "stsb", "wikiqa"}
     # The weighting's state (learned weights, loss history) is part of the checkpoint.
     assert (checkpoint / "accelerate" / "custom_checkpoint_0.pkl").is_file()
     train(spec, progress=False, resume=True)
@@ -319,8 +308,8 @@ def test_joint_stop_and_resume_is_bitwise_identical(tiny_glue_spec, tmp_path: Pa
 def test_resuming_with_the_other_step_mode_is_refused(tiny_glue_spec, tmp_path: Path):
     spec_path = tiny_glue_spec(tasks="[rte, stsb]", steps=2)
     train(load_spec(spec_path, ["train.step_mode=joint"]), progress=False, stop_after=1)
-    with pytest.raises(ValueError, match="saved with train.step_mode=joint: resume it with that "
-                                         "step mode"):
+    with pytest.raises(CheckpointError, match="saved with train.step_mode=joint: resume it with "
+                                              "that step mode"):
         train(load_spec(spec_path), progress=False, resume=True)
 
 

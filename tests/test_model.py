@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from mtdnn.errors import CheckpointError, UserError
 from mtdnn.heads import task_loss
 from mtdnn.model import MultiTaskModel, TaskInfo, load_encoder, resolve_encoder
 
@@ -141,7 +142,7 @@ def test_checkpoint_directory_is_a_hugging_face_directory(tiny_bert: str, tmp_pa
     assert not [n for n in names if n.endswith((".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"))]
 
     registry = json.loads((ckpt / "mtdnn.json").read_text())
-    assert registry["format_version"] == 1 and registry["task_embedding"] is False
+    assert registry["format_version"] == 2 and registry["task_embedding"] is False
     assert registry["tasks"] == [asdict(t) for t in TASKS]
     heads = load_file(str(ckpt / "heads.safetensors"))
     assert set(heads) == {f"heads.{k}" for k in model.heads.state_dict()}
@@ -158,7 +159,7 @@ def test_checkpoint_directory_is_a_hugging_face_directory(tiny_bert: str, tmp_pa
 
 
 def test_from_pretrained_on_a_directory_without_registry(tmp_path: Path):
-    with pytest.raises(FileNotFoundError, match=r"not an mtdnn checkpoint \(no mtdnn\.json\)"):
+    with pytest.raises(CheckpointError, match=r"not an mtdnn checkpoint \(no mtdnn\.json\)"):
         MultiTaskModel.from_pretrained(tmp_path)
 
 
@@ -288,13 +289,15 @@ def test_predict_restores_training_mode(tiny_bert: str):
 
 
 def test_predict_validates_inputs(model: MultiTaskModel, tiny_bert: str):
-    with pytest.raises(ValueError, match=r"^task 'rte' takes 2 text\(s\) per input$"):
+    with pytest.raises(UserError, match=r"^predict: task 'rte' takes 2 text\(s\) per input; "
+                                        r"input 0 has 1$"):
         model.predict("rte", ["a single sentence"])
-    with pytest.raises(ValueError, match=r"^task 'cola' takes 1 text\(s\) per input$"):
-        model.predict("cola", [("one", "two")])
-    with pytest.raises(KeyError) as e:
+    with pytest.raises(UserError, match=r"^predict: task 'cola' takes 1 text\(s\) per input; "
+                                        r"input 1 has 2$"):
+        model.predict("cola", ["fine", ("one", "two")])
+    with pytest.raises(UserError) as e:
         model.predict("cole", ["x"])
-    assert e.value.args[0].startswith("unknown task 'cole'; did you mean 'cola'?")
+    assert e.value.problems[0].startswith("unknown task 'cole'; did you mean 'cola'?")
     bare = MultiTaskModel(load_encoder(tiny_bert), TASKS)
     with pytest.raises(ValueError, match=r"^the model has no tokenizer: load it with "
                                          r"from_pretrained\(\)$"):

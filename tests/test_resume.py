@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from mtdnn.checkpoint import latest_checkpoint
+from mtdnn.errors import CheckpointError
 from mtdnn.spec import load_spec
-from mtdnn.trainer import latest_checkpoint, train
+from mtdnn.trainer import train
 
 STEPS = 24
 SETTINGS = [f"train.max_steps={STEPS}", f"train.eval_every={STEPS}", "train.save_every=4",
@@ -118,5 +120,5 @@ def test_sigkill_at_a_random_moment_then_resume(reference, tmp_path):
 
 def test_resume_from_a_path_that_is_not_a_checkpoint(tiny_glue_spec, tmp_path):
     spec = load_spec(tiny_glue_spec(tasks="[rte]"))
-    with pytest.raises(FileNotFoundError, match="not a resumable checkpoint"):
+    with pytest.raises(CheckpointError, match="not a resumable checkpoint"):
         train(spec, progress=False, resume=tmp_path)

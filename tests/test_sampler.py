@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from mtdnn import methods
 from mtdnn.sampler import STRATEGIES, MultiTaskBatchSampler, TaskBatch
+from mtdnn.schedules import Annealed, MainRatio, Proportional, Schedule, Temperature, Uniform
 
 SIZES = {"a": 103, "b": 40, "c": 7}
 # What the strategies that need more than a name get in the tests run for every strategy. With
@@ -81,6 +83,19 @@ def test_invalid_arguments():
         MultiTaskBatchSampler(SIZES, 8, group_by_length=True)
     with pytest.raises(ValueError, match="lengths\\['a'\\]"):
         MultiTaskBatchSampler(SIZES, 8, group_by_length=True, lengths={"a": [1, 2]})
+    # Every strategy's settings are checked whatever the strategy: the state records them all.
+    for kw, got in (({"temperature": 0}, "0, 0"), ({"temperature": 2, "seed": -1}, "2, -1")):
+        with pytest.raises(ValueError, match=re.escape(
+                f"need temperature > 0 and seed >= 0, got {got}")):
+            MultiTaskBatchSampler(SIZES, 8, **kw)
+
+
+def test_strategies_are_the_registered_schedule_classes():
+    assert STRATEGIES == methods.names("sampler")
+    classes = {"proportional": Proportional, "uniform": Uniform, "temperature": Temperature,
+               "main_ratio": MainRatio, "annealed": Annealed}
+    assert methods.registry("sampler") == classes
+    assert all(issubclass(cls, Schedule) for cls in classes.values())
 
 
 # --- uniform and temperature -------------------------------------------------------------------
@@ -449,10 +464,13 @@ def test_annealed_exhausted_tasks_start_a_new_pass():
 
 
 def test_annealed_errors():
+    unset = MultiTaskBatchSampler(SIZES, 8, strategy="annealed")  # the run length comes later
     with pytest.raises(ValueError, match=re.escape(
             "strategy 'annealed' needs anneal_steps, the number of sampler steps (micro-batches) "
             "the training takes")):
-        MultiTaskBatchSampler(SIZES, 8, strategy="annealed")
+        list(unset)
+    with pytest.raises(ValueError, match=re.escape("anneal_steps must be >= 1, got 0")):
+        unset.set_run_length(0)
     with pytest.raises(ValueError, match=re.escape("anneal_end must be in [0, 1], got 1.5")):
         annealed(SIZES, steps=10, end=1.5)
     with pytest.raises(ValueError, match=re.escape("anneal_steps must be >= 1, got 0")):
@@ -533,3 +551,68 @@ def test_new_strategies_state_round_trip_and_config_checks(name):
     for key in ("main_task", "main_ratio", "anneal_end", "anneal_steps"):
         del plain_state[key]
     MultiTaskBatchSampler({"a": 30, "b": 50}, batch_size=8, seed=0).load_state_dict(plain_state)
+
+
+# --- the run length, given after the epoch length ---------------------------------------------
+
+
+@pytest.mark.parametrize("steps", [1, 47, 500])
+def test_annealed_takes_the_run_length_after_its_epoch_length(steps):
+    kw = {"task_sizes": SIZES, "batch_size": 8, "seed": 3, "anneal_end": 0.0}
+    s = MultiTaskBatchSampler(strategy="annealed", **kw)
+    ref = MultiTaskBatchSampler(strategy="annealed", anneal_steps=steps, **kw)
+    assert len(s) == len(MultiTaskBatchSampler(**kw)) == 19  # proportional's, known already
+    assert s.task_probabilities() == ref.task_probabilities()  # the first step's, n_i / sum n
+    with pytest.raises(ValueError, match="strategy 'annealed' needs anneal_steps"):
+        next(iter(s))
+    with pytest.raises(ValueError, match="annealed_probabilities needs anneal_steps"):
+        s.annealed_probabilities(0)
+    assert s.state_dict()["anneal_steps"] is None
+    assert (s.epoch, s.position) == (0, 0)  # the failed iteration handed nothing out
+    s.set_run_length(steps)
+    assert s.state_dict() == ref.state_dict() and s.state_dict()["anneal_steps"] == steps
+    assert s.annealed_probabilities(10) == ref.annealed_probabilities(10)
+    assert [list(s) for _ in range(3)] == [list(ref) for _ in range(3)]
+
+
+def test_run_length_is_recorded_and_checked_on_resume():
+    def make(steps: int | None) -> MultiTaskBatchSampler:
+        s = MultiTaskBatchSampler(SIZES, 8, strategy="annealed", seed=1)
+        if steps is not None:
+            s.set_run_length(steps)
+        return s
+
+    s = make(47)
+    list(islice(iter(s), 5))
+    state = json.loads(json.dumps(s.state_dict()))
+    assert state["anneal_steps"] == 47
+    resumed = make(47)
+    resumed.load_state_dict(state)
+    assert list(resumed) == list(s)
+    for steps in (48, None):  # another run length, or none given
+        with pytest.raises(ValueError, match=re.escape(
+                "cannot resume: the saved sampler state has anneal_steps=47 but this sampler has "
+                f"anneal_steps={steps}")):
+            make(steps).load_state_dict(state)
+
+
+@pytest.mark.parametrize("strategy", [s for s in STRATEGIES if s != "annealed"])
+def test_other_strategies_ignore_the_run_length(strategy):
+    def make() -> MultiTaskBatchSampler:
+        return MultiTaskBatchSampler(SIZES, 8, strategy=strategy, seed=2,
+                                     **EXTRA.get(strategy, {}))
+
+    s, ref = make(), make()
+    s.set_run_length(1000)
+    assert s.state_dict() == ref.state_dict()  # anneal_steps is not recorded: it is not used
+    assert [list(s) for _ in range(2)] == [list(ref) for _ in range(2)]
+
+
+def test_describe_gives_the_shares_of_uneven_strategies_only():
+    assert MultiTaskBatchSampler(SIZES, 10).describe() is None
+    main = MultiTaskBatchSampler(SIZES, 10, strategy="main_ratio", main_task="b", main_ratio=1)
+    assert main.describe().startswith("main_ratio sampling, shares of steps: a ")
+    annealed = MultiTaskBatchSampler({"a": 100, "b": 900}, 10, strategy="annealed",
+                                     anneal_end=0.0, anneal_steps=11)
+    assert annealed.describe() == ("annealed sampling, shares of steps: a 10.0%, b 90.0% at the "
+                                   "first step; a 50.0%, b 50.0% at the last")

@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtdnn.checkpoint import init_from_checkpoint
 from mtdnn.finetune import finetune_spec
-from mtdnn.model import MultiTaskModel
+from mtdnn.model import MultiTaskModel, load_encoder
+from mtdnn.prepare import task_info
 from mtdnn.spec import SpecError, load_spec
 from mtdnn.trainer import train
 
@@ -58,6 +60,16 @@ def test_finetune_continues_with_the_task_s_own_copy(tiny_glue_spec, tmp_path: P
     assert cola.encoder == str(ckpt / "encoders" / "cola") and rte.encoder == str(ckpt)
     assert cola.train.sharing == "hard" and cola.task("cola").encoder_group is None
     assert cola.tokenizer == str(ckpt)
+    # init_checkpoint loads the copy each task used into the new (one-encoder) model.
+    source = MultiTaskModel.from_pretrained(ckpt)
+    for spec, task in ((cola, "cola"), (rte, "rte")):
+        model = MultiTaskModel(load_encoder(spec.encoder), [task_info(spec.task(task))])
+        loaded = init_from_checkpoint(model, spec.init_checkpoint)
+        assert loaded["heads"] == [task]
+        expected = source.encoder_for(task).state_dict()
+        assert all(torch.equal(v, expected[k]) for k, v in model.encoder.state_dict().items())
+    assert not torch.equal(source.encoder_for("cola").embeddings.word_embeddings.weight,
+                           source.encoder_for("rte").embeddings.word_embeddings.weight)
 
 
 def test_hierarchical_head_round_trip(tiny_glue_spec, tmp_path: Path):
@@ -87,10 +99,10 @@ def test_a_layer_beyond_the_encoder_is_a_spec_error(tiny_glue_spec):
 
 
 def test_soft_sharing_that_does_not_fit_is_refused_before_copying(tiny_glue_spec, monkeypatch):
-    import mtdnn.trainer
+    import mtdnn.sharing
 
     spec_path = tiny_glue_spec(tasks="[rte, stsb, cola]")
-    monkeypatch.setattr(mtdnn.trainer, "available_memory", lambda device: 1000)
+    monkeypatch.setattr(mtdnn.sharing, "available_memory", lambda device: 1000)
     with pytest.raises(SpecError) as e:
         train(load_spec(spec_path, SOFT), progress=False)
     (problem,) = e.value.problems

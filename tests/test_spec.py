@@ -1,19 +1,33 @@
-"""Tests of the task spec (mtdnn/spec.py): YAML -> frozen dataclasses, all problems in one error."""
+"""Tests of the task spec (mtdnn/spec/): YAML -> frozen dataclasses, all problems in one error."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import inspect
 import os
 import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import REPO, SPECS, write_spec
 
-from mtdnn.spec import SpecError, load_spec, save_spec, spec_from_dict
+from mtdnn import methods
+from mtdnn.spec import (
+    CHECKS,
+    TASK_CHECKS,
+    TRACKERS,
+    SpecError,
+    TaskSpec,
+    TrainSpec,
+    load_spec,
+    save_spec,
+    spec_from_dict,
+)
 
 SHIPPED = sorted(SPECS.glob("**/*.yaml"))
 
@@ -465,9 +479,251 @@ def test_sampling_schedule_settings_are_checked(base: Path):
                                 "train.main_task to one of rte, stsb, cola"]
     with pytest.raises(SpecError) as err:
         load_spec(base, ["train.sampler=annealed", "train.step_mode=joint"])
-    assert problems_of(err) == ["train.sampler: 'annealed' picks one task per step; joint steps "
-                                "run every task each step: leave sampler at proportional, or use "
-                                "step_mode: alternating"]
+    assert problems_of(err) == ["train.sampler: 'annealed' needs train.step_mode=alternating (it "
+                                "picks one task per step; joint steps run every task each step): "
+                                "set step_mode: alternating, or use proportional"]
     spec = load_spec(base, ["train.sampler=main_ratio", "train.main_task=rte",
                             "train.main_ratio=0.5"])
     assert (spec.train.main_task, spec.train.main_ratio) == ("rte", 0.5)
+
+
+# --- the multi-task methods, checked from their table (mtdnn/methods.py) -------------------------
+
+
+def test_the_spec_accepts_every_method_of_the_table_and_its_settings_are_fields():
+    hints = typing.get_type_hints(TrainSpec)
+    train_fields = {f.name: f for f in dataclasses.fields(TrainSpec)}
+    task_fields = {f.name for f in dataclasses.fields(TaskSpec)}
+    for kind in methods.KINDS:
+        assert typing.get_args(hints[kind]) == methods.names(kind), kind
+        assert train_fields[kind].default in methods.names(kind)
+    for m in methods.METHODS:
+        assert set(m.settings) <= set(train_fields), m.name
+        assert set(m.task_settings) <= task_fields, m.name
+        assert set(m.requires) <= set(methods.KINDS) - {m.kind}, m.name
+        for other, allowed in m.requires.items():
+            assert set(allowed) <= set(methods.names(other)), m.name
+            assert m.why, f"{m.name} requires {other} but does not say why"
+    # Every method name loads (with what it requires; main_ratio also needs its main task).
+    for m in methods.METHODS:
+        overrides = [f"train.{m.kind}={m.name}", "train.main_task=rte" if m.name == "main_ratio"
+                     else "seed=1", *(f"train.{k}={v[0]}" for k, v in m.requires.items())]
+        spec = spec_from_dict(_with(overrides))
+        assert getattr(spec.train, m.kind) == m.name
+
+
+def _with(overrides: list[str]) -> dict:
+    from mtdnn.spec import set_override
+
+    data = yaml.safe_load(BASE)
+    for o in overrides:
+        set_override(data, o)
+    return data
+
+
+def test_checks_are_flat_lists_of_functions():
+    for check in (*CHECKS, *TASK_CHECKS):
+        assert inspect.isfunction(check) and check.__name__.startswith("check_"), check
+        assert len(inspect.signature(check).parameters) == 2, check.__name__
+    assert len(set(CHECKS)) == len(CHECKS) and len(set(TASK_CHECKS)) == len(TASK_CHECKS)
+
+
+def _unmet_requirements() -> list[tuple[methods.Method, str, str]]:
+    """(method, other kind, a choice of it the method does not work with), for every requirement
+    of the table."""
+    return [(m, other, name) for m in methods.METHODS for other, allowed in m.requires.items()
+            for name in methods.names(other) if name not in allowed]
+
+
+@pytest.mark.parametrize("method,other,bad", _unmet_requirements(),
+                         ids=lambda x: x.name if isinstance(x, methods.Method) else x)
+def test_every_requirement_of_the_table_is_checked(method: methods.Method, other: str, bad: str):
+    met = [f"train.{k}={v[0]}" for k, v in method.requires.items() if k != other]
+    extra = ["train.main_task=rte"] if method.name == "main_ratio" else []
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with([f"train.{method.kind}={method.name}", f"train.{other}={bad}",
+                              *met, *extra]))
+    (problem,) = problems_of(e)
+    if (other, bad) == ("sharing", "soft"):  # said in soft sharing's words (tests/test_sharing.py)
+        assert problem == (f"train.{method.kind}: '{method.name}' works on the parameters every "
+                           "task shares; with sharing=soft no parameter is shared: use one of them")
+    else:
+        assert problem.startswith(f"train.{method.kind}: '{method.name}' needs train.{other}="
+                                  f"{' or '.join(method.requires[other])} ({method.why}): set "
+                                  f"{other}: {method.requires[other][0]}")
+
+
+def test_requirement_messages_name_the_fix_and_the_methods_that_fit():
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.loss_weighting=gradnorm", "train.gradient_surgery=pcgrad"]))
+    why = methods.method("loss_weighting", "gradnorm").why
+    assert problems_of(e) == [
+        f"train.loss_weighting: 'gradnorm' needs train.step_mode=joint ({why}): set step_mode: "
+        "joint, or use static, uncertainty or dwa",
+        f"train.gradient_surgery: 'pcgrad' needs train.step_mode=joint "
+        f"({methods.method('gradient_surgery', 'pcgrad').why}): set step_mode: joint, or "
+        "gradient_surgery: none",
+    ]
+    # Two unmet requirements of one method are two problems.
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.gradient_surgery=cagrad", "train.sharing=soft"]))
+    assert [p.split(":")[0] for p in problems_of(e)] == ["train.gradient_surgery"] * 2
+    assert "needs train.step_mode=joint" in problems_of(e)[0]
+    assert "with sharing=soft no parameter is shared" in problems_of(e)[1]
+
+
+def test_max_tasks_comes_from_the_table(tmp_path: Path):
+    limited = [m for m in methods.METHODS if m.max_tasks is not None]
+    assert [m.name for m in limited] == ["cagrad"]
+    n = limited[0].max_tasks + 1
+    tasks = "\n".join(f"  t{i}: {{type: regression, text: [a], hub: {{path: x}}}}"
+                      for i in range(n))
+    path = write_spec(tmp_path / "s.yaml", f"encoder: e\ntasks:\n{tasks}\n")
+    with pytest.raises(SpecError) as e:
+        load_spec(path, ["train.gradient_surgery=cagrad", "train.step_mode=joint"])
+    assert problems_of(e) == [f"train.gradient_surgery: 'cagrad' works with at most {n - 1} "
+                              f"tasks (this spec has {n}): use pcgrad, or gradient_surgery: none"]
+    load_spec(path, ["train.gradient_surgery=cagrad", "train.step_mode=joint"], tasks=["t0", "t1"])
+
+
+# A valid value other than the default for every setting the table names.
+SETTING_VALUES = {
+    "temperature": 3.0, "examples_cap": 1000, "main_task": "rte", "main_ratio": 0.5,
+    "anneal_end": 0.5, "weighting_lr": 0.01, "dwa_temperature": 3.0, "dwa_period": 5,
+    "gradnorm_alpha": 1.0, "cagrad_c": 0.3, "soft_sharing_weight": 0.01,
+}
+TASK_SETTING_VALUES = {"loss_weight": 2.0, "encoder_group": "pairs"}
+
+
+def test_the_setting_values_cover_the_table():
+    assert set(SETTING_VALUES) == {s for m in methods.METHODS for s in m.settings}
+    assert set(TASK_SETTING_VALUES) == {s for m in methods.METHODS for s in m.task_settings}
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainSpec)}
+    assert all(defaults[k] != v for k, v in SETTING_VALUES.items())
+
+
+def _choose(m: methods.Method) -> list[str]:
+    """Overrides that choose a method with what it requires."""
+    return [f"train.{m.kind}={m.name}", *(f"train.{k}={v[0]}" for k, v in m.requires.items()),
+            *(["train.main_task=rte"] if m.name == "main_ratio" else [])]
+
+
+@pytest.mark.parametrize("setting", sorted(SETTING_VALUES))
+def test_a_train_setting_of_a_method_that_is_off_is_an_error(setting: str):
+    users = [m for m in methods.METHODS if setting in m.settings]
+    value = SETTING_VALUES[setting]
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with([f"train.{setting}={value}"]))
+    (problem,) = problems_of(e)
+    shown = repr(value) if isinstance(value, str) else value
+    assert problem.startswith(f"train.{setting}: {shown} is used by {users[0].kind}=")
+    assert problem.endswith(f"remove it, or set {users[0].kind}: {users[0].name}")
+    for m in users:  # any method reading it takes it
+        spec = spec_from_dict(_with([*_choose(m), f"train.{setting}={value}"]))
+        assert getattr(spec.train, setting) == value
+
+
+def test_unused_setting_messages():
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.temperature=3", "train.weighting_lr=0.01",
+                              "train.loss_weighting=dwa", "train.main_task=rte"]))
+    assert problems_of(e) == [
+        "train.temperature: 3.0 is used by sampler=temperature only (the sampler is "
+        "'proportional'): remove it, or set sampler: temperature",
+        "train.main_task: 'rte' is used by sampler=main_ratio only (the sampler is "
+        "'proportional'): remove it, or set sampler: main_ratio",
+        "train.weighting_lr: 0.01 is used by loss_weighting=uncertainty or gradnorm only (the "
+        "loss weighting is 'dwa'): remove it, or set loss_weighting: uncertainty",
+    ]
+    # Task settings (their wording is pinned in tests/test_weighting.py and tests/test_sharing.py).
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["tasks.rte.loss_weight=2", "tasks.cola.encoder_group=a",
+                              "train.loss_weighting=uncertainty"]))
+    assert problems_of(e) == [
+        "tasks.rte.loss_weight: 2.0 is used by train.loss_weighting=static only ('uncertainty' "
+        "sets the weights itself): remove it, or set loss_weighting: static",
+        "tasks.cola.encoder_group: is used by train.sharing=soft only: remove it, or set "
+        "train.sharing: soft",
+    ]
+
+
+def test_a_setting_at_its_default_or_out_of_range_is_not_called_unused():
+    # Spelled out at its default value, a setting is harmless (task_specs/strategies/sampling.yaml
+    # keeps main_ratio: 1.0 when its comment switches to the annealed sampler).
+    spec = spec_from_dict(_with(["train.main_ratio=1.0", "train.temperature=2.0",
+                                 "tasks.rte.loss_weight=1", "train.weighting_lr=null"]))
+    assert spec.train.sampler == "proportional"
+    # A bad value is one problem: its range.
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.cagrad_c=1.5", "tasks.rte.loss_weight=-1",
+                              "train.loss_weighting=dwa"]))
+    assert problems_of(e) == ["tasks.rte.loss_weight: must be >= 0, got -1.0",
+                              "train.cagrad_c: must be in [0, 1), got 1.5"]
+
+
+@pytest.mark.parametrize("setting", ["max_train_examples", "max_eval_examples"])
+def test_example_limits_are_at_least_one_or_null(setting: str):
+    for bad in (0, -5):
+        with pytest.raises(SpecError) as e:
+            spec_from_dict(_with([f"tasks.rte.{setting}={bad}"]))
+        assert problems_of(e) == [f"tasks.rte.{setting}: must be >= 1 or null, got {bad}"]
+    assert getattr(spec_from_dict(_with([f"tasks.rte.{setting}=1"])).task("rte"), setting) == 1
+    assert getattr(spec_from_dict(_with([f"tasks.rte.{setting}=null"])).task("rte"),
+                   setting) is None
+
+
+# --- report_to, checkpoints, optimizer -----------------------------------------------------------
+
+
+def test_trackers_are_accelerate_s():
+    from accelerate.utils import LoggerType
+
+    assert TRACKERS == tuple(t.value for t in LoggerType)
+
+
+def test_report_to_is_checked():
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.report_to=[tensorbord]"]))
+    (problem,) = problems_of(e)
+    assert problem.startswith("train.report_to[0]: 'tensorbord' is not valid; did you mean "
+                              "'tensorboard'? (choose one of: auto, none, all, aim, tensorboard")
+    for alone in ("auto", "none", "all"):
+        with pytest.raises(SpecError) as e:
+            spec_from_dict(_with([f"train.report_to=[{alone}, wandb]"]))
+        assert problems_of(e) == [f"train.report_to: '{alone}' stands alone, got ['{alone}', "
+                                  f"'wandb']: give [{alone}], or tracker names only, e.g. "
+                                  "[tensorboard, wandb]"]
+    spec = spec_from_dict(_with(["train.report_to=[tensorboard, wandb]"]))
+    assert spec.train.report_to == ("tensorboard", "wandb")
+    assert spec_from_dict(_with(["train.report_to=none"])).train.report_to == ("none",)
+
+
+def test_checkpoint_cadence_and_optimizer_settings():
+    t = spec_from_dict(_with([])).train
+    assert (t.save_every, t.save_every_minutes, t.optimizer) == (500, 10.0, "adamw_torch_fused")
+    t = spec_from_dict(_with(["train.save_every=null", "train.save_every_minutes=0.5",
+                              "train.optimizer=adamw_torch"])).train
+    assert (t.save_every, t.save_every_minutes, t.optimizer) == (None, 0.5, "adamw_torch")
+    assert spec_from_dict(_with(["train.save_every_minutes=null"])).train.save_every_minutes \
+        is None
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.save_every=0", "train.save_every_minutes=-1",
+                              "train.optimizer=adamw_fused"]))
+    assert problems_of(e) == [
+        "train.optimizer: 'adamw_fused' is not valid; did you mean 'adamw_torch_fused'? (choose "
+        "one of: adamw_torch_fused, adamw_torch)",
+    ]
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(_with(["train.save_every=0", "train.save_every_minutes=-1"]))
+    assert problems_of(e) == ["train.save_every: must be > 0 or null, got 0",
+                              "train.save_every_minutes: must be > 0 or null, got -1.0"]
+
+
+def test_loading_a_spec_does_not_import_torch():
+    code = ("import sys, mtdnn.spec as s; s.load_spec('task_specs/demo.yaml'); "
+            "s.load_spec('task_specs/strategies/joint_pcgrad.yaml'); "
+            "bad = [m for m in ('torch', 'accelerate', 'transformers') if m in sys.modules]; "
+            "assert not bad, bad")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert r.returncode == 0, r.stderr

@@ -125,7 +125,7 @@ def test_cli_predict_names_what_is_missing(checkpoint, tmp_path, capsys):
     from mtdnn.cli import main
 
     assert main(["predict", str(checkpoint), "--task", "rte"]) == 2
-    assert ("error: predict needs --input, --output (one task's predictions), or "
+    assert ("error: predict: needs --input, --output (one task's predictions), or "
             "--glue-submission DIR") in capsys.readouterr().err
     assert main(["predict", str(checkpoint), "--task", "rte", "--glue-submission",
                  str(tmp_path)]) == 2

@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import write_spec
 
-from mtdnn.spec import JOINT_ONLY_WEIGHTINGS, SpecError, WeightingName, load_spec
+import mtdnn.methods
+from mtdnn.spec import SpecError, WeightingName, load_spec
 from mtdnn.weighting import (
     DWA,
     WEIGHTINGS,
@@ -32,9 +33,12 @@ def t(x: float) -> torch.Tensor:
 
 
 def test_the_spec_names_the_registered_methods():
-    # spec.py keeps the names itself (reading a spec does not import torch): pin them here.
-    assert get_args(WeightingName) == tuple(WEIGHTINGS)
-    assert set(JOINT_ONLY_WEIGHTINGS) == {n for n, cls in WEIGHTINGS.items() if cls.joint_only}
+    # The names live in the torch-free methods table (the spec reads them there): pin them here.
+    assert get_args(WeightingName) == mtdnn.methods.names("loss_weighting") == tuple(WEIGHTINGS)
+    assert mtdnn.methods.registry("loss_weighting") == WEIGHTINGS  # name -> the same class
+    assert {n for n in get_args(WeightingName) if mtdnn.methods.method(
+        "loss_weighting", n).requires.get("step_mode") == ("joint",)} == \
+        {n for n, cls in WEIGHTINGS.items() if cls.joint_only}
     assert [n for n, cls in WEIGHTINGS.items() if cls.constant] == ["static"]
 
 

@@ -1,0 +1,123 @@
+"""Setting up a run's inputs: the tokenizer and encoder (from `encoder:` or `init_checkpoint:`),
+and every task's data, read, checked and tokenized (`TaskData`).
+
+Everything here runs before the training loop writes anything, so every mistake it finds (an
+encoder that cannot be loaded, a `max_seq_length` the encoder cannot take, bad rows) is reported
+while the output directory is still untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from mtdnn.data import Rows, available_splits, read_split
+from mtdnn.errors import SpecError
+from mtdnn.features import tokenize
+from mtdnn.metrics import DEFAULT_METRICS
+from mtdnn.model import TaskInfo, load_encoder, resolve_encoder
+from mtdnn.spec import Spec, TaskSpec
+
+# Encoders whose position ids start after the padding id (RoBERTa's family): max_position_embeddings
+# counts pad_token_id + 1 positions that no token can use.
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer", "bart", "mpnet")
+
+
+@dataclass
+class TaskData:
+    """One task, ready to train and evaluate."""
+
+    spec: TaskSpec
+    info: TaskInfo
+    train: Any = None  # tokenized datasets.Dataset
+    dev: Any = None
+    dev_rows: Rows | None = None
+    train_rows: Rows | None = None
+
+
+def head_activation(encoder_config: Any) -> str:
+    """BERT's pooler and RoBERTa's head use tanh; ELECTRA's and DeBERTa's use GELU. Matching the
+    architecture keeps the head exportable as that architecture's own classification head."""
+    return "gelu" if encoder_config.model_type in ("electra", "deberta", "deberta-v2") else "tanh"
+
+
+def task_info(task: TaskSpec, activation: str = "tanh", sharing: str = "hard") -> TaskInfo:
+    """What the model keeps of a task. Under soft sharing a task without an encoder_group has an
+    encoder copy of its own, named after it."""
+    group = (task.encoder_group or task.name) if sharing == "soft" else None
+    return TaskInfo(name=task.name, type=task.type, labels=list(task.labels),
+                    text_columns=list(task.text),
+                    metrics=list(task.metrics or DEFAULT_METRICS[task.type]),
+                    dropout=task.dropout, activation=activation, layer=task.layer,
+                    encoder_group=group)
+
+
+def _user_error(spec: Spec, key: str, name: str, e: Exception) -> SpecError:
+    return SpecError(spec.source, [f"{key}: cannot load {name!r}: {str(e).strip()} (give a Hub "
+                                   "model id or a local directory holding config.json)"])
+
+
+def load_model_parts(spec: Spec) -> tuple[Any, Any]:
+    """The run's tokenizer and encoder. With `init_checkpoint:` both come from the checkpoint
+    (its weights are loaded into the model afterwards, copy by copy); `tokenizer:` still wins when
+    given.
+
+    Raises:
+        SpecError: a model that cannot be loaded, or a max_seq_length it cannot take.
+    """
+    from transformers import AutoTokenizer
+
+    source = spec.init_checkpoint or spec.encoder
+    key = "init_checkpoint" if spec.init_checkpoint else "encoder"
+    if spec.init_checkpoint:
+        from mtdnn.checkpoint import read_registry
+
+        read_registry(spec.init_checkpoint)  # a CheckpointError naming what is wrong
+    revision = None if spec.init_checkpoint else spec.revision  # a local checkpoint has none
+    name = spec.tokenizer or source
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolve_encoder(name), revision=spec.revision if spec.tokenizer else revision,
+            trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _user_error(spec, "tokenizer" if spec.tokenizer else key, name, e) from None
+    try:
+        encoder = load_encoder(str(source), revision, spec.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise _user_error(spec, key, str(source), e) from None
+    check_sequence_length(spec, encoder.config)
+    return tokenizer, encoder
+
+
+def check_sequence_length(spec: Spec, config: Any) -> None:
+    """A max_seq_length longer than the encoder's position table would index past it."""
+    if getattr(config, "position_biased_input", True) is False:
+        return  # relative positions only (DeBERTa-v2/v3): any length runs
+    positions = getattr(config, "max_position_embeddings", None)
+    if not isinstance(positions, int) or positions <= 0:
+        return
+    if config.model_type in _OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", 1) or 1) + 1
+    if spec.max_seq_length > positions:
+        raise SpecError(spec.source, [
+            f"max_seq_length: {spec.max_seq_length} is longer than the encoder takes "
+            f"({positions} positions, {config.model_type}): set max_seq_length <= {positions}"])
+
+
+def prepare_tasks(spec: Spec, tokenizer: Any, encoder_config: Any, splits=("train", "dev")
+                  ) -> dict[str, TaskData]:
+    """Reads, checks and tokenizes the train and dev splits of every task."""
+    activation = head_activation(encoder_config)
+    tasks: dict[str, TaskData] = {}
+    for task in spec.tasks:
+        data = TaskData(spec=task, info=task_info(task, activation, spec.train.sharing))
+        have = available_splits(spec, task)
+        if "train" in splits and "train" in have:
+            data.train_rows = read_split(spec, task, "train")
+            data.train = tokenize(data.train_rows, tokenizer, spec.max_seq_length,
+                                  for_training=True, max_candidates=task.max_candidates)
+        if "dev" in splits and "dev" in have:
+            data.dev_rows = read_split(spec, task, "dev")
+            data.dev = tokenize(data.dev_rows, tokenizer, spec.max_seq_length, for_training=False)
+        tasks[task.name] = data
+    return tasks
