@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mtdnn.instrument import Instrument
 from mtdnn.spec import Spec, SpecError
 from mtdnn.trainer import TrainResult, train
 
@@ -80,7 +81,8 @@ def stage_specs(spec: Spec) -> list[Spec]:
     return specs
 
 
-def train_stages(spec: Spec, *, progress: bool = True, resume: bool = False) -> StagesResult:
+def train_stages(spec: Spec, *, progress: bool = True, resume: bool = False,
+                 instrument: Instrument | None = None) -> StagesResult:
     """Trains the stages of `spec` in order; records every task's dev metrics after each stage.
 
     Writes `<output_dir>/stage-<k>/` (a full run each: best/, metrics.json, ...), `stages.json`
@@ -91,6 +93,7 @@ def train_stages(spec: Spec, *, progress: bool = True, resume: bool = False) -> 
         progress: show progress bars.
         resume: skip the stages that finished (their `metrics.json` exists) and resume the first
             unfinished one from its newest checkpoint (afresh when it has none).
+        instrument: observes every stage's training (mtdnn/instrument.py).
     Returns:
         A `StagesResult`: each stage's `TrainResult` and the stage -> task -> metric table.
     Raises:
@@ -109,7 +112,7 @@ def train_stages(spec: Spec, *, progress: bool = True, resume: bool = False) -> 
                                  best_step=saved["best_step"], metrics=saved["tasks"])
             trained = False
         else:
-            result = train(stage_spec, progress=progress, resume=resuming)
+            result = train(stage_spec, progress=progress, resume=resuming, instrument=instrument)
             resuming = False  # only the first unfinished stage can have checkpoints of this run
             _wait_for_everyone()  # the next stage reads best/, written by process 0
             trained = True

@@ -5,20 +5,16 @@ Every task split becomes a table with the same columns, whatever its source:
 split has no labels, as GLUE test sets), and `id` (the row id used in predictions). Ranking tasks
 add `query_id`: the rows of one query are scored together.
 
-Local files are read with quoting turned off for TSV (GLUE's files contain stray quotes that default
-CSV quoting silently merges into neighbouring fields), strict quoting for CSV, and with `utf-8-sig`,
-which drops the BOM that starts MRPC's files. No value is turned into None: the text "NA" stays
-"NA". Anything a file gets wrong (not UTF-8, a NUL byte, an unclosed quote, a short row, a label
-outside the list, a JSON value of the wrong type, no rows at all) is a `DataError` naming the file,
-the line, the value and the fix. `read_texts` reads the inputs of `mtdnn predict` the same way.
+Local files are read by `mtdnn.records` (TSV without quoting, strict CSV, JSON lines, `utf-8-sig`;
+"NA" stays "NA"). Anything a file gets wrong (not UTF-8, a NUL byte, an unclosed quote, a short row,
+a label outside the list, a JSON value of the wrong type, no rows at all) is a `DataError` naming
+the file, the line, the value and the fix. `read_texts` reads the inputs of `mtdnn predict` the same
+way.
 """
 
 from __future__ import annotations
 
-import csv
 import itertools
-import json
-import math
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -26,19 +22,20 @@ from pathlib import Path
 from typing import Any
 
 from mtdnn.errors import DataError
+from mtdnn.records import (
+    MISSING,
+    column_getter,
+    convert_labels,
+    fail,
+    format_of,
+    read_records,
+    text_problem,
+)
 from mtdnn.spec import Column, FileSource, HubSource, Spec, TaskSpec
 
 __all__ = ["DataError", "Rows", "available_splits", "check_data", "read_split", "read_texts"]
 
-MAX_LISTED = 20  # row problems listed per file before "and N more"
-_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
 _ID_COLUMNS = ("id", "idx", "index")  # read_texts: the row id, when a file has one of these
-# Whole documents fit in a field: csv's default limit (131072 chars) guards memory, not correctness.
-# 2**31 - 1 is the largest limit every platform's C long takes.
-_FIELD_LIMIT = 2**31 - 1
-_MISSING = object()  # a column a row does not have (short row, absent JSON key), unlike null or ""
-_JSON_KINDS = {bool: "boolean", int: "number", float: "number", str: "string", list: "array",
-               dict: "object", type(None): "null"}
 
 
 @dataclass(frozen=True)
@@ -56,235 +53,6 @@ class Rows:
 
     def __len__(self) -> int:
         return len(self.text_a)
-
-
-# --------------------------------------------------------------------------------------------------
-# Reading raw records
-
-
-def _format_of(path: str, fmt: str, fix: str) -> str:
-    """The format of a file that exists (a missing path or a directory is a DataError)."""
-    if Path(path).is_dir():
-        raise DataError(path, ["is a directory, not a data file (give the path of the file in it, "
-                               "e.g. RTE/train.tsv)"])
-    if not Path(path).exists():
-        raise DataError(path, ["file not found (check the path)"])
-    if fmt != "auto":
-        return fmt
-    suffix = Path(path).suffix.lower()
-    if suffix not in _FORMATS:
-        raise DataError(path, [f"cannot tell the format from the extension '{suffix}': {fix}"])
-    return _FORMATS[suffix]
-
-
-def _open(path: str):
-    try:
-        return open(path, encoding="utf-8-sig", newline="")
-    except OSError as e:
-        raise DataError(path, [f"cannot be read: {e.strerror or e}"]) from None
-
-
-def _lines(f, path: str) -> Iterator[str]:
-    """The lines of an open file; a NUL byte or a byte that is not UTF-8 is a DataError."""
-    try:
-        for n, line in enumerate(f, 1):
-            if "\x00" in line:
-                raise DataError(path, [f"line {n}: a NUL byte (\\x00): the file is binary or "
-                                       "UTF-16, not UTF-8 text (save it as UTF-8 text)"])
-            yield line
-    except UnicodeDecodeError:
-        # Text files are decoded in blocks, so the error does not know its line: find it.
-        raise DataError(path, [_utf8_problem(path)]) from None
-
-
-def _utf8_problem(path: str) -> str:
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            try:
-                raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                if n == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-                    return "line 1: the file is UTF-16, not UTF-8 (save it as UTF-8)"
-                near = raw[max(0, e.start - 20):e.start + 20].decode("latin-1").strip()
-                return (f"line {n}: byte 0x{raw[e.start]:02x} is not UTF-8 (near {near!r}, read "
-                        "as Latin-1; the file is probably Latin-1 or Windows-1252): save the file "
-                        "as UTF-8")
-    return "not UTF-8 text (save the file as UTF-8)"
-
-
-def _next_row(reader: Any, path: str, start: int) -> list[str] | None:
-    try:
-        return next(reader, None)
-    except csv.Error as e:
-        if str(e) == "unexpected end of data":
-            problem = ("a quoted field opens here and is not closed before the end of the file "
-                       '(close the quote; a quote inside a quoted field is written "")')
-        elif "expected after" in str(e):
-            problem = (f"text after the closing quote of a field ({e}): quote the whole field "
-                       'and double the quotes inside it ("")')
-        else:
-            problem = f"not valid CSV ({e})"
-        raise DataError(path, [f"line {start}: {problem}"]) from None
-
-
-def _records(path: str, fmt: str, header: bool
-             ) -> tuple[list[str] | None, Iterator[tuple[int, Any]]]:
-    """Returns (header or None, iterator of (line number, record)); a record is a list of fields
-    (tsv/csv) or a dict (jsonl). Blank lines are skipped but counted."""
-    f = _open(path)
-    lines = _lines(f, path)
-    if fmt == "jsonl":
-        def jsonl() -> Iterator[tuple[int, Any]]:
-            with f:
-                for n, line in enumerate(lines, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(path, [f"line {n}: not valid JSON ({e.msg})"]) from None
-                    if not isinstance(record, dict):
-                        raise DataError(path, [
-                            f"line {n}: expected a JSON object ({{\"column\": value, ...}}), "
-                            f"got {type(record).__name__}"])
-                    yield n, record
-        return None, jsonl()
-    if csv.field_size_limit() < _FIELD_LIMIT:  # process-wide, so only ever raised
-        csv.field_size_limit(_FIELD_LIMIT)
-    if fmt == "tsv":
-        reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
-    else:  # strict: a stray or unclosed quote is an error, not fields merged in silence
-        reader = csv.reader(lines, strict=True)
-    try:
-        head = _next_row(reader, path, 1) if header else None
-    except DataError:
-        f.close()
-        raise
-    if header and head is None:
-        f.close()
-        raise DataError(path, ["the file is empty (it needs a header row, then one row per "
-                               "example)"])
-
-    def rows() -> Iterator[tuple[int, Any]]:
-        with f:
-            # A quoted CSV field may span lines: a record is numbered by its first line.
-            start = reader.line_num + 1
-            while (row := _next_row(reader, path, start)) is not None:
-                if row:
-                    yield start, row
-                start = reader.line_num + 1
-    return head, rows()
-
-
-def _column_getter(col: Column, header: list[str] | None, fmt: str, where: str, key: str):
-    """Returns a function record -> value (`_MISSING` where the record lacks the column)."""
-    if fmt == "jsonl":
-        if isinstance(col, int):
-            raise DataError(where, [f"{key}: JSON lines are addressed by key, not position {col}"])
-        return lambda rec: rec.get(col, _MISSING)
-    if isinstance(col, int):
-        i = col
-    elif header is None:
-        raise DataError(where, [f"{key}: column {col!r} given by name, but the file is read "
-                                "without a header (header: false): give its 0-based position "
-                                "instead"])
-    elif col not in header:
-        raise DataError(where, [f"{key}: no column {col!r} in the header "
-                                f"{header} (fix the column name, or set header: false and use "
-                                "positions)"])
-    else:
-        i = header.index(col)
-    return lambda rec: rec[i] if i < len(rec) else _MISSING
-
-
-# --------------------------------------------------------------------------------------------------
-# Checking values
-
-
-def _kind(value: Any) -> str:
-    return _JSON_KINDS.get(type(value), type(value).__name__)
-
-
-def _show(value: Any) -> str:
-    """A value as the file writes it: quoted text, or JSON."""
-    if isinstance(value, str):
-        return repr(value)
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _text_problem(name: Column, value: Any) -> str | None:
-    """Why a value (from JSON or a Hub column) is not text; numbers are taken as their text."""
-    if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
-        return None
-    what = "null" if value is None else f"{_show(value)}, a JSON {_kind(value)}"
-    return f"text column {name!r} is {what}, not text (write the text as a string)"
-
-
-def _label(task: TaskSpec, index: dict[str, int], value: Any, split: str) -> tuple[Any, str | None]:
-    """A raw label -> (class id / float / 0-1 relevance, None) or (None, the problem)."""
-    if value is None or value is _MISSING or value == "":
-        return None, f"empty label (every {split} row needs one)"
-    typed = f"{_show(value)} (a JSON {_kind(value)})"
-    if isinstance(value, list | dict):
-        return None, f"label {typed} is not one value (give each row a single label)"
-    if task.type == "regression":
-        if isinstance(value, bool):
-            return None, f"label {typed} is not a number (write the score as a number, e.g. 3.5)"
-        try:
-            score = float(value)
-        except ValueError:
-            return None, (f"label {value!r} is not a number (regression tasks need numeric "
-                          "labels)")
-        if not math.isfinite(score):
-            return None, (f"label {_show(value)} is not a finite number (a regression label is a "
-                          "score such as 3.5: fix the row or drop it)")
-        return score, None
-    text = str(value)
-    if task.type == "classification":
-        if text in index:
-            return index[text], None
-        if isinstance(value, str):
-            return None, (f"label {text!r} is not in tasks.{task.name}.labels "
-                          f"{list(task.labels)} (add it to the list or fix the row)")
-        return None, (f"label {typed} reads as {text!r}, which is not in tasks.{task.name}.labels "
-                      f"{list(task.labels)} (write the label as one of them, in a JSON string: "
-                      f"{json.dumps(task.labels[0])})")
-    positive = task.positive_label
-    # A JSON true or 1.0 never equals positive_label "1": every row would silently be irrelevant.
-    if text != positive and (
-            (isinstance(value, bool) and positive not in ("True", "False")) or
-            (isinstance(value, float) and "." not in positive)):
-        return None, (f"label {typed} reads as {text!r}, which can never equal "
-                      f"tasks.{task.name}.positive_label {positive!r} (write relevance as 1/0 or "
-                      f'"1"/"0", or set positive_label)')
-    return int(text == positive), None
-
-
-def _convert_labels(task: TaskSpec, raw: list[Any], where: list[Any], problems: list[str],
-                    split: str) -> list[Any]:
-    """Raw label values -> class ids / floats / relevance; problems name the row and the fix."""
-    out: list[Any] = []
-    index = {name: i for i, name in enumerate(task.labels)}
-    for value, at in zip(raw, where):
-        label, problem = _label(task, index, value, split)
-        if problem:
-            problems.append(f"{_at(at)}: {problem}")
-        out.append(label)
-    return out
-
-
-def _at(where: Any) -> str:
-    return f"line {where}" if isinstance(where, int) else str(where)
-
-
-def _fail(where: str, problems: list[str]) -> None:
-    if problems:
-        more = [f"(and {len(problems) - MAX_LISTED} more)"] if len(problems) > MAX_LISTED else []
-        raise DataError(where, problems[:MAX_LISTED] + more)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,14 +75,14 @@ def _scan(where: str, fmt: str, header: list[str] | None, records: Iterator[tupl
             problems.append(f"line {n}: {len(rec)} fields, the header has {len(header)} ({hint})")
             continue
         values = [g(rec) for g in texts.values()]
-        if missing := [c for c, v in zip(texts, values) if v is _MISSING]:
+        if missing := [c for c, v in zip(texts, values) if v is MISSING]:
             has = f"keys {list(rec)}" if fmt == "jsonl" else f"{len(rec)} fields"
             problems.append(f"line {n}: missing text column(s) {missing} (the row has {has}; "
                             f"{fix})")
             continue
-        bad = [p for c, v in zip(texts, values) if (p := _text_problem(c, v))]
+        bad = [p for c, v in zip(texts, values) if (p := text_problem(c, v))]
         row_id = get_id(rec) if get_id else len(ids)
-        if row_id is _MISSING or row_id is None:
+        if row_id is MISSING or row_id is None:
             bad.append(f"no id in column {id_col!r} (give every row one)")
         if bad:
             problems += [f"line {n}: {p}" for p in bad]
@@ -332,22 +100,22 @@ def _scan(where: str, fmt: str, header: list[str] | None, records: Iterator[tupl
 
 def _read_file(task: TaskSpec, split: str, source: FileSource) -> tuple[Rows, list[Any]]:
     where = source.path
-    fmt = _format_of(where, source.format, "set format: tsv, csv or jsonl")
+    fmt = format_of(where, source.format, "set format: tsv, csv or jsonl")
     key = f"tasks.{task.name}.files.{split}"
-    header, records = _records(where, fmt, source.header)
+    header, records = read_records(where, fmt, source.header)
     text_cols = source.text or task.text
     label_col = source.label if source.label is not None else task.label
     id_col = source.id if source.id is not None else task.id
-    texts = {c: _column_getter(c, header, fmt, where, f"{key}.text") for c in text_cols}
+    texts = {c: column_getter(c, header, fmt, where, f"{key}.text") for c in text_cols}
     # Test splits (GLUE's leaderboard files) have no label column: read labels only if present.
     get_label = None
     if label_col is not None:
         try:
-            get_label = _column_getter(label_col, header, fmt, where, f"{key}.label")
+            get_label = column_getter(label_col, header, fmt, where, f"{key}.label")
         except DataError:
             if split != "test":
                 raise
-    get_id = _column_getter(id_col, header, fmt, where, f"{key}.id") if id_col is not None \
+    get_id = column_getter(id_col, header, fmt, where, f"{key}.id") if id_col is not None \
         else None
     cols, raw_labels, ids, lines, problems = _scan(
         where, fmt, header, records, texts, id_col, get_id, get_label,
@@ -355,10 +123,10 @@ def _read_file(task: TaskSpec, split: str, source: FileSource) -> tuple[Rows, li
         f"an empty {split} split: fill the file, or remove {key} from the spec")
     # A test file without its label column (headerless, or JSON lines without the key) is
     # unlabelled, not a file of empty labels: decide before converting, which reports empties.
-    if get_label and split == "test" and all(v is None or v is _MISSING for v in raw_labels):
+    if get_label and split == "test" and all(v is None or v is MISSING for v in raw_labels):
         get_label = None
-    labels = _convert_labels(task, raw_labels, lines, problems, split) if get_label else None
-    _fail(where, problems)
+    labels = convert_labels(task, raw_labels, lines, problems, split) if get_label else None
+    fail(where, problems)
     return _make_rows(task, split, where, cols, labels, ids), raw_labels
 
 
@@ -387,8 +155,8 @@ def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[An
         raise DataError(where, [f"split {hub.splits[split]!r} has no rows"])
     cols = [list(ds[c]) for c in text_cols]
     problems = [f"row {i}: {p}" for c, values in zip(text_cols, cols)
-                for i, v in enumerate(values) if (p := _text_problem(c, v))]
-    _fail(where, problems)
+                for i, v in enumerate(values) if (p := text_problem(c, v))]
+    fail(where, problems)
     cols = [[str(v) for v in values] for values in cols]
     labels, raw = None, []
     if label_col is not None and label_col in ds.column_names:
@@ -404,9 +172,9 @@ def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[An
             raw = [names[v] if 0 <= v < len(names) and names[v] in task.labels else str(v)
                    for v in raw]
         if raw:
-            labels = _convert_labels(task, raw, [f"row {i}" for i in range(len(raw))], problems,
+            labels = convert_labels(task, raw, [f"row {i}" for i in range(len(raw))], problems,
                                      split)
-            _fail(where, problems)
+            fail(where, problems)
     ids = [str(v) for v in ds[id_col]] if id_col is not None else [str(i) for i in range(len(ds))]
     return _make_rows(task, split, where, cols, labels, ids), raw
 
@@ -466,7 +234,8 @@ def available_splits(spec: Spec, task: TaskSpec) -> list[str]:
 def _read(spec: Spec, task: TaskSpec, split: str) -> tuple[Rows, list[Any]]:
     if split not in available_splits(spec, task):
         raise DataError(spec.source, [f"tasks.{task.name}: no {split!r} split (it has "
-                                      f"{available_splits(spec, task)})"])
+                                      f"{available_splits(spec, task)}): use one of those, or "
+                                      f"add tasks.{task.name}.files.{split} to the spec"])
     if spec.uses_files(task):
         return _read_file(task, split, task.files[split])
     assert task.hub is not None
@@ -512,8 +281,8 @@ def read_texts(path: str | Path, columns: Sequence[str], format: str = "auto"
     where = str(path)
     if format not in ("auto", "tsv", "csv", "jsonl"):
         raise DataError(where, [f"format {format!r} is not one of auto, tsv, csv, jsonl"])
-    fmt = _format_of(where, format, "name the file .tsv, .csv or .jsonl, or give its format")
-    header, records = _records(where, fmt, header=fmt != "jsonl")
+    fmt = format_of(where, format, "name the file .tsv, .csv or .jsonl, or give its format")
+    header, records = read_records(where, fmt, header=fmt != "jsonl")
     fix = "rename the columns, or pass --text-columns"
     if header is not None and (missing := [str(c) for c in columns if str(c) not in header]):
         raise DataError(where, [f"no column(s) {missing} in the header {header} ({fix})"])
@@ -524,11 +293,11 @@ def read_texts(path: str | Path, columns: Sequence[str], format: str = "auto"
     else:
         keys = header
     id_col = next((k for k in _ID_COLUMNS if k in keys), None)
-    texts = {str(c): _column_getter(str(c), header, fmt, where, "columns") for c in columns}
-    get_id = _column_getter(id_col, header, fmt, where, "id") if id_col else None
+    texts = {str(c): column_getter(str(c), header, fmt, where, "columns") for c in columns}
+    get_id = column_getter(id_col, header, fmt, where, "id") if id_col else None
     cols, _, ids, _, problems = _scan(where, fmt, header, records, texts, id_col, get_id, None,
                                       fix, "nothing to predict")
-    _fail(where, problems)
+    fail(where, problems)
     return list(zip(*cols)), ids
 
 

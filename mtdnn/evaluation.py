@@ -195,6 +195,11 @@ def predict_file(checkpoint: str | Path, task: str, input_path: str | Path,
     from mtdnn.data import read_texts
     from mtdnn.errors import UserError
 
+    output_path = Path(output_path)
+    if output_path.is_dir() or any(p.is_file() for p in output_path.parents):
+        raise UserError("--output", f"{output_path}: is a directory, or lies under a file; give "
+                                    "the path of the JSON lines file to write, e.g. "
+                                    "preds/rte.jsonl")
     model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     _check_tasks(checkpoint, model, [task])
     info = model.tasks[task]
@@ -204,7 +209,6 @@ def predict_file(checkpoint: str | Path, task: str, input_path: str | Path,
                                           f"column(s), got {columns}")
     texts, ids = read_texts(input_path, columns)
     results = model.predict(task, texts, batch_size=batch_size)
-    output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as f:
         for row_id, result in zip(ids, results, strict=True):

@@ -155,7 +155,10 @@ def _check_output_dir(output_dir: Path, checkpoint: Path) -> None:
     if output_dir.resolve() == checkpoint.resolve():
         raise UserError(output_dir, "the export would overwrite the checkpoint; give another "
                          "output directory")
-    if output_dir.exists() and (not output_dir.is_dir() or any(output_dir.iterdir())):
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UserError(output_dir, "is a file, not a directory; give a new directory for the "
+                                    "export")
+    if output_dir.exists() and any(output_dir.iterdir()):
         # Writing over an old export could leave stale files (another tokenizer, old weights).
         raise UserError(output_dir, "exists and is not an empty directory; give a new "
                          "directory or empty this one")

@@ -9,6 +9,7 @@ while the output directory is still untouched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mtdnn.data import Rows, available_splits, read_split
@@ -53,8 +54,26 @@ def task_info(task: TaskSpec, activation: str = "tanh", sharing: str = "hard") -
 
 
 def _user_error(spec: Spec, key: str, name: str, e: Exception) -> SpecError:
-    return SpecError(spec.source, [f"{key}: cannot load {name!r}: {str(e).strip()} (give a Hub "
-                                   "model id or a local directory holding config.json)"])
+    return SpecError(spec.source, [f"{key}: cannot load {name!r}: {' '.join(str(e).split())} "
+                                   "(give a Hub model id or a local directory holding "
+                                   "config.json)"])
+
+
+def _local_problem(name: str, needs_config: bool) -> str | None:
+    """What is wrong with a name that can only be a local path (absolute, ./ ../ ~, or more
+    than one '/': a Hub id is `name` or `org/name`); None when it may be fine."""
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if needs_config and not (path / "config.json").is_file():
+            return (f"{name} is a directory without config.json, not a transformers model (give "
+                    "a Hub model id or a directory written by save_pretrained)")
+        return None
+    if path.exists():
+        return f"{name} is a file; give a Hub model id or a model directory"
+    if path.is_absolute() or name.startswith((".", "~")) or name.count("/") > 1:
+        return (f"directory not found: {name} (give a Hub model id, e.g. bert-base-uncased, or "
+                "the path of a local model directory)")
+    return None
 
 
 def load_model_parts(spec: Spec) -> tuple[Any, Any]:
@@ -71,10 +90,19 @@ def load_model_parts(spec: Spec) -> tuple[Any, Any]:
     key = "init_checkpoint" if spec.init_checkpoint else "encoder"
     if spec.init_checkpoint:
         from mtdnn.checkpoint import read_registry
+        from mtdnn.errors import CheckpointError
 
-        read_registry(spec.init_checkpoint)  # a CheckpointError naming what is wrong
+        try:
+            read_registry(spec.init_checkpoint)
+        except CheckpointError as e:
+            raise SpecError(spec.source, [f"init_checkpoint: {e}"]) from None
     revision = None if spec.init_checkpoint else spec.revision  # a local checkpoint has none
     name = spec.tokenizer or source
+    problems = [f"{k}: {p}" for k, n, needs_config in (("tokenizer", spec.tokenizer, False),
+                                                        (key, str(source), True))
+                if n and (p := _local_problem(resolve_encoder(n), needs_config))]
+    if problems:
+        raise SpecError(spec.source, problems)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             resolve_encoder(name), revision=spec.revision if spec.tokenizer else revision,

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from mtdnn.checkpoint import (
+    STATE_FILE,
     TrainerState,
     init_from_checkpoint,
     load_training_state,
@@ -37,7 +38,7 @@ from mtdnn.checkpoint import (
     write_checkpoint,
 )
 from mtdnn.collate import Collator
-from mtdnn.errors import SpecError
+from mtdnn.errors import CheckpointError, SpecError
 from mtdnn.evaluation import evaluate_tasks, majority_baseline, mean_main_metric, results_table
 from mtdnn.instrument import Instrument
 from mtdnn.methods import implementation
@@ -213,7 +214,12 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     state = TrainerState(step=0, step_mode=t.step_mode, step_state={})
     if resume_from is not None:
         state = load_training_state(accelerator, resume_from, t.step_mode)
-        mode.load_state_dict(state.step_state)
+        try:
+            mode.load_state_dict(state.step_state)
+        except (KeyError, TypeError, ValueError) as e:  # another run's samplers, or damaged
+            raise CheckpointError(resume_from / STATE_FILE, [
+                f"its step state does not fit this run ({type(e).__name__}: {e}): resume with "
+                "the spec it was saved with, or start afresh without --resume"]) from None
         accelerator.print(f"mtdnn: resumed from {resume_from} at step {state.step}")
     # The input is good: from here on the output directory is written.
     if accelerator.is_main_process:

@@ -1,23 +1,27 @@
-"""Shared pieces of the benchmark scripts: one clock and one batch meter for every method, the FLOP
-formula, a matmul peak, per-method child processes, and Markdown/JSON output.
+"""Shared pieces of the benchmark scripts: the options they share, one clock and one batch meter
+for every method, the FLOP formula, a matmul peak, per-method child processes, and Markdown/JSON
+output.
 
 Every method is measured by the same instruments, so that no method is timed by its own logging:
 
   * step ends: a global `torch.optim` post-step hook (fires once per optimizer step, for the HF
     Trainer's and for mtdnn's AdamW alike; Accelerate's wrapper does not fire it a second time);
-  * batches: a wrapper around the method's collator records (rows, padded length, real tokens,
-    sum of squared real lengths) and the time the first batch of a training run starts.
+  * batches: (rows, padded length, real tokens, sum of squared real lengths) of every training
+    batch and the time the first batch of a training run starts. mtdnn's loop is observed through
+    its public hook, `mtdnn.instrument.Instrument` (`MtdnnProbe`): the package's private names are
+    never rebound. The HF Trainer's collator is wrapped (`Meter.wrap`).
 
 The quality benchmarks (bench_quality.py, bench_strategies.py) share the rest: the spec overrides
 of their runs, the rows and tokens of each task, a JSON store per unit of work (resumable runs),
 aggregation over seeds (mean ± std, paired differences), and a counter of what mtdnn's loop
-trained and how long it took.
+trained and how long it took (`TrainCounter`, an Instrument too).
 
 Not a module of the package: imported by the scripts beside it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -34,6 +38,68 @@ REPO = Path(__file__).resolve().parents[1]
 # The scripts measure this checkout's package, whether it is installed or not (or elsewhere).
 if str(REPO) not in sys.path:
     sys.path.insert(1, str(REPO))
+
+from mtdnn.instrument import Instrument  # noqa: E402  (torch-free: the parents import it too)
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line: the options every script has, and those the speed (throughput, overhead) and the
+# quality (quality, strategies) scripts share
+
+
+def default_glue_dir() -> str:
+    return os.environ.get("MTDNN_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
+
+
+def common_parser(description: str, *, lr: float, out: str, out_help: str,
+                  lr_help: str | None = None) -> argparse.ArgumentParser:
+    """A parser holding the options of every benchmark script: the data, the encoder, the
+    optimizer settings they all set, where the output goes, and the hidden `--child CONFIG
+    RESULT` of a child process. Each script adds its own options (`add_mix_args`,
+    `add_quality_args`, then the rest)."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--glue-dir", default=default_glue_dir(),
+                   help="GLUE files in their original layout ($MTDNN_GLUE_DIR if set)")
+    p.add_argument("--encoder", default=MINILM, help="Hub model id or local directory")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=lr, help=lr_help)
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--out", default=out, help=out_help)
+    p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
+    return p
+
+
+def add_mix_args(p: argparse.ArgumentParser, *, tasks: str, tasks_help: str,
+                 rows_help: str) -> None:
+    """The speed scripts' options: one spec of several GLUE tasks (comma-separated), capped
+    rows, one seed, a JSON file of the raw numbers."""
+    p.add_argument("--tasks", default=tasks, help=tasks_help)
+    p.add_argument("--max-rows-per-task", type=int, default=4000, help=rows_help)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--json", default=None, help="raw numbers (default: --out with .json)")
+
+
+def add_quality_args(p: argparse.ArgumentParser, presets: dict[str, dict[str, Any]], *,
+                     quick_help: str) -> None:
+    """The quality scripts' options: a --quick preset (options left unset take the preset's
+    value: `finish_args`), seeds, tasks (space-separated), epochs, rows, the schedule's warmup
+    and weight decay, the Markdown report, a dry run."""
+    full, quick = presets["full"], presets["quick"]
+    p.add_argument("--quick", action="store_true",
+                   help=f"the reduced preset{quick_help}: {quick}; explicit options win")
+    p.add_argument("--seeds", nargs="+", type=int, help=f"default {full['seeds']}")
+    p.add_argument("--tasks", nargs="+", default=list(QUALITY_TASKS),
+                   help="tasks of task_specs/glue.yaml")
+    p.add_argument("--epochs", type=float, help=f"default {full['epochs']}")
+    p.add_argument("--max-train", type=int,
+                   help=f"first N training rows of each task, 0: all (default {full['max_train']})")
+    p.add_argument("--warmup-ratio", type=float, default=0.1)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--markdown", help="write the report here (it is printed in any case)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
 
 
 def machine_info() -> dict[str, Any]:
@@ -76,16 +142,32 @@ def _rss_high_water_mb(reset: bool = False) -> float | None:
 
 class Meter:
     """Step-end times and per-batch token counts, grouped into training runs (a method that trains
-    several tasks one after another has one run per task)."""
+    several tasks one after another has one run per task).
+
+    A context manager: inside `with Meter() as meter:` a global torch.optim post-step hook
+    records the step ends (removed on exit, so that a test can run a child in-process).
+    Token counts of a batch on an accelerator stay there until `end_run` (no host sync per
+    step inside the timed window)."""
 
     def __init__(self) -> None:
         self.runs: list[dict[str, Any]] = []
         self.optimizer: str | None = None  # which AdamW implementation ran (they differ in speed)
+        self._hooks: list[Any] = []
 
-    def install(self) -> None:
+    def __enter__(self) -> Meter:
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
-        register_optimizer_step_post_hook(self._on_step)
+        self._hooks.append(register_optimizer_step_post_hook(self._on_step))
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks.clear()
+
+    def add_hook(self, handle: Any) -> None:
+        """A hook handle of the caller's, removed with the meter's own on exit."""
+        self._hooks.append(handle)
 
     def start_run(self, name: str) -> None:
         self.runs.append({"name": name, "first_batch_t": None, "step_t": [], "batches": []})
@@ -94,13 +176,13 @@ class Meter:
         if self.runs:
             self.runs[-1]["step_t"].append(time.perf_counter())
         if self.optimizer is None:
-            d = optimizer.defaults
-            self.optimizer = (f"{type(optimizer).__name__}(fused={d.get('fused')}, "
-                              f"foreach={d.get('foreach')})")
+            self.optimizer = optimizer_text(optimizer)
 
     def end_run(self) -> None:
-        """Call when a training run returns: the peak RSS since its first batch."""
+        """Call when a training run returns: the batches' counts as numbers, and the peak RSS
+        since its first batch."""
         run = self.runs[-1]
+        run["batches"] = [[int(v) for v in b] for b in run["batches"]]
         run["rss_train_peak_mb"] = _rss_high_water_mb() if run.get("rss_setup_peak_mb") else None
 
     def peak_rss(self) -> dict[str, float | None]:
@@ -112,23 +194,71 @@ class Meter:
                 "process": max([peak_rss_mb(), *train, *setup])}
 
     def record(self, batch: dict[str, Any], started: float) -> None:
+        """One training batch: [rows, padded length, real tokens, sum of squared real lengths]
+        (the last two as tensors until `end_run`); `started`: when making it began."""
         run = self.runs[-1]
         if run["first_batch_t"] is None:
             run["first_batch_t"] = started
             # Peak so far (setup), then restart the high-water mark for the training window.
             run["rss_setup_peak_mb"] = _rss_high_water_mb(reset=True)
-        lengths = batch["attention_mask"].sum(1)
-        b, t = batch["attention_mask"].shape
-        run["batches"].append([int(b), int(t), int(lengths.sum()), int((lengths * lengths).sum())])
+        mask = batch["attention_mask"]
+        lengths = mask.sum(1)
+        b, t = mask.shape
+        run["batches"].append([b, t, lengths.sum(), (lengths * lengths).sum()])
 
     def wrap(self, collate: Any) -> Any:
-        """A collator that records what `collate` returns."""
+        """A collator that records what `collate` returns (the HF Trainer's)."""
         def counting(features: list[dict[str, Any]]) -> dict[str, Any]:
             started = time.perf_counter()
             batch = collate(features)
             self.record(batch, started)
             return batch
         return counting
+
+
+def optimizer_text(optimizer: Any) -> str:
+    """'AdamW(fused=True, foreach=None)': the class and the implementation it was built for
+    (None: torch picks at step time: foreach on CUDA, the per-tensor loop on CPU)."""
+    d = optimizer.defaults
+    return f"{type(optimizer).__name__}(fused={d.get('fused')}, foreach={d.get('foreach')})"
+
+
+class MtdnnProbe(Instrument):
+    """What the speed scripts observe of `mtdnn.trainer.train`, through its public hook
+    (`train(spec, instrument=MtdnnProbe(meter))`):
+
+      fetch      (started, ready) of each training batch: from the start of its fetch (sampler,
+                 Arrow read, collation, copy to the device) to the batch ready on the device
+      collate_s  the collation time of each training batch (evaluation batches left out)
+      tasks      the task of each training batch
+      evaluations  (step, started, ended) of each dev evaluation
+
+    and the meter, if given, records every training batch (`Meter.record`)."""
+
+    def __init__(self, meter: Meter | None = None):
+        self.meter = meter
+        self.fetch: list[tuple[float, float]] = []
+        self.collate_s: list[float] = []
+        self.tasks: list[str] = []
+        self.evaluations: list[tuple[int, float, float]] = []
+        self._collated = float("nan")
+
+    def on_collate(self, seconds: float) -> None:
+        # A training batch is collated inside its fetch, right before on_train_batch: the last
+        # collation seen then is the batch's own.
+        self._collated = seconds
+
+    def on_train_batch(self, task: str, batch: dict[str, Any], started: float) -> None:
+        ready = time.perf_counter()
+        self.fetch.append((started, ready))
+        self.collate_s.append(self._collated)
+        self._collated = float("nan")
+        self.tasks.append(task)
+        if self.meter is not None:
+            self.meter.record(batch, started)
+
+    def on_evaluation(self, step: int, started: float, ended: float) -> None:
+        self.evaluations.append((step, started, ended))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,41 +387,6 @@ def run_child(script: Path, config: dict[str, Any], workdir: Path, tag: str) -> 
             "child_wall_s": time.perf_counter() - start}
 
 
-def patch_mtdnn(meter: Meter, unfused_adamw: bool = False,
-                collate_s: list[float] | None = None) -> None:
-    """Instruments mtdnn's real training loop in this (child) process, without editing the
-    package: `train()` builds its collator and optimizer from the module-level names `Collator`
-    and `_optimizer` at call time, so swapping those names here is enough.
-
-    unfused_adamw: build torch's default per-tensor AdamW loop instead of the fused kernel the
-        package uses, with the same parameter groups and hyper-parameters.
-    collate_s: if given, collation times are appended to it.
-    """
-    import torch
-
-    import mtdnn.trainer as trainer_mod
-
-    class CountingCollator(trainer_mod.Collator):
-        def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-            started = time.perf_counter()
-            batch = super().__call__(rows)
-            if collate_s is not None:
-                collate_s.append(time.perf_counter() - started)
-            meter.record(batch, started)
-            return batch
-
-    trainer_mod.Collator = CountingCollator
-    if unfused_adamw:
-        build = trainer_mod._optimizer
-
-        def unfused(model: Any, spec: Any) -> torch.optim.Optimizer:
-            # A group's own fused/foreach entries would override the constructor's.
-            groups = [{k: v for k, v in g.items() if k not in ("fused", "foreach")}
-                      for g in build(model, spec).param_groups]
-            return torch.optim.AdamW(groups, fused=False, foreach=False)
-        trainer_mod._optimizer = unfused
-
-
 def child_env() -> None:
     """Settings every child starts with: offline, and no tokenizer threads competing with torch's
     (tokenization happens before the timed window anyway)."""
@@ -343,7 +438,6 @@ def machine_line(m: dict[str, Any]) -> str:
 # GLUE, with the same spec settings, the same bookkeeping and the same tables in both scripts.
 
 HUGE = 10**9  # an interval no run reaches: evaluate and checkpoint at the end only
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 QUALITY_TASKS = ("rte", "mrpc", "stsb", "cola")
 # The metrics each task is reported with, in table order (values of task_specs/glue.yaml's
 # metrics); the first is the task's main metric in glue.yaml (mtdnn's checkpoint selection).
@@ -361,10 +455,6 @@ RATE_EVAL_TOKENS_S = 3600.0  # real dev tokens per second (RTE+MRPC+STS-B+CoLA d
 HF_TRAINER_SLOWDOWN = 1.35  # the HF Trainer's time per token over mtdnn's (short runs, measured)
 OVERHEAD_CHILD_S = 10.0  # a child process: imports
 OVERHEAD_RUN_S = 5.0  # one training run inside a child: model load, data, best/ checkpoint
-
-
-def default_glue_dir() -> str:
-    return os.environ.get("MTDNN_GLUE_DIR") or str(REPO.parent / "shared" / "data" / "glue")
 
 
 def check_glue_dir(glue_dir: str) -> None:
@@ -439,23 +529,22 @@ class Sizes:
 
 def split_sizes(glue_dir: str, tasks: list[str], max_train: int | None, encoder: str,
                 max_seq_length: int) -> Sizes:
-    """Reads and tokenizes the splits the runs will use (into $MTDNN_CACHE, where the runs find
-    them again): the rows and tokens that the duration estimates are made of."""
-    from mtdnn.data import read_split
-    from mtdnn.features import tokenize
-    from mtdnn.trainer import load_tokenizer
+    """Reads and tokenizes the splits the runs will use, as `train()` does (mtdnn.prepare), into
+    $MTDNN_CACHE, where the runs find them again: the rows and tokens that the duration estimates
+    are made of."""
+    from mtdnn.prepare import load_model_parts, prepare_tasks
 
-    spec = glue_spec(tasks, [f"data_dir={glue_dir}", f"encoder={encoder}"] + (
+    spec = glue_spec(tasks, [f"data_dir={glue_dir}", f"encoder={encoder}",
+                             f"max_seq_length={max_seq_length}"] + (
         [f"tasks.{t}.max_train_examples={max_train}" for t in tasks] if max_train else []))
-    tokenizer = load_tokenizer(spec)
+    tokenizer, encoder_model = load_model_parts(spec)
+    data = prepare_tasks(spec, tokenizer, encoder_model.config)
     out: dict[str, dict[str, int]] = {k: {} for k in ("train_rows", "train_tokens", "dev_rows",
                                                       "dev_tokens")}
-    for task in spec.tasks:
-        for split in ("train", "dev"):
-            rows = read_split(spec, task, split)
-            ds = tokenize(rows, tokenizer, max_seq_length, for_training=split == "train")
-            out[f"{split}_rows"][task.name] = len(rows)
-            out[f"{split}_tokens"][task.name] = int(sum(ds["length"]))
+    for name, d in data.items():
+        for split, rows, ds in (("train", d.train_rows, d.train), ("dev", d.dev_rows, d.dev)):
+            out[f"{split}_rows"][name] = len(rows) if rows is not None else 0
+            out[f"{split}_tokens"][name] = int(sum(ds["length"])) if ds is not None else 0
     return Sizes(**out)
 
 
@@ -572,54 +661,32 @@ class ResultStore:
         self.path(key).unlink(missing_ok=True)
 
 
-class TrainCounter:
-    """What mtdnn's loop trained, counted in a child from outside the package: training rows and
-    tokens (collated rows that carry labels; evaluation rows carry none), optimizer steps, and the
-    training time (from the first training batch to the last optimizer step, in segments that an
-    evaluation closes, so evaluations and what runs between stages are not counted)."""
+class TrainCounter(Instrument):
+    """What mtdnn's loop trained, observed through its public hook (`train(spec,
+    instrument=counter)`): training rows, tokens and batches, optimizer steps, and the training
+    time (from the first training batch's fetch to the last optimizer step's end, in segments
+    that an evaluation closes, so evaluations and what runs between stages are not counted)."""
 
     def __init__(self) -> None:
-        self.rows = self.tokens = self.batches = self.steps = 0
+        self.rows = self.batches = self.steps = 0
+        self.tokens: Any = 0  # a tensor on the run's device until `totals` (no sync per batch)
         self.seconds = 0.0
         self._start: float | None = None
         self._last_step: float | None = None
 
-    def install(self) -> None:
-        from torch.optim.optimizer import register_optimizer_step_post_hook
-
-        import mtdnn.trainer as trainer_mod
-
-        counter = self
-
-        class CountingCollator(trainer_mod.Collator):
-            def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
-                started = time.perf_counter()
-                batch = super().__call__(rows)
-                if rows and "labels" in rows[0]:
-                    counter._on_train_batch(batch, started)
-                return batch
-
-        evaluate_task = trainer_mod.evaluate_task
-
-        def timed_evaluate(*args: Any, **kwargs: Any) -> Any:
-            counter._close()
-            return evaluate_task(*args, **kwargs)
-
-        # train() looks both names up at call time (see patch_mtdnn).
-        trainer_mod.Collator = CountingCollator
-        trainer_mod.evaluate_task = timed_evaluate
-        register_optimizer_step_post_hook(self._on_step)
-
-    def _on_train_batch(self, batch: dict[str, Any], started: float) -> None:
+    def on_train_batch(self, task: str, batch: dict[str, Any], started: float) -> None:
         if self._start is None:
             self._start, self._last_step = started, None
         self.batches += 1
         self.rows += int(batch["attention_mask"].shape[0])
-        self.tokens += int(batch["attention_mask"].sum())
+        self.tokens = self.tokens + batch["attention_mask"].sum()
 
-    def _on_step(self, *_: Any) -> None:
+    def on_step_end(self, step: int) -> None:
         self.steps += 1
         self._last_step = time.perf_counter()
+
+    def on_evaluation(self, step: int, started: float, ended: float) -> None:
+        self._close()  # the segment ended at the last step, before the evaluation started
 
     def _close(self) -> None:
         if self._start is not None and self._last_step is not None:
@@ -628,7 +695,7 @@ class TrainCounter:
 
     def totals(self) -> dict[str, float]:
         self._close()
-        return {"train_rows": self.rows, "train_tokens": self.tokens,
+        return {"train_rows": self.rows, "train_tokens": int(self.tokens),
                 "train_batches": self.batches, "steps": self.steps, "train_s": self.seconds}
 
 

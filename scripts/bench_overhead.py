@@ -3,13 +3,14 @@ of tasks.
 
     python scripts/bench_overhead.py --steps 20 --ks 1,2,5,10,20,50
 
-Both parts run the real `mtdnn.trainer.train` in a child process, instrumented from outside
-(bench_common.patch_mtdnn plus a timer around the trainer's batch stream), with a log record
-written every step (`log_every=1`, the worst case; the default is 10). Each step k (k >= 2; the
-first, with its one-off costs, is left out) is cut into:
+Both parts run the real `mtdnn.trainer.train` in a child process, observed through its public
+hook (`mtdnn.instrument.Instrument`, bench_common.MtdnnProbe) and torch's optimizer step hooks,
+with a log record written every step (`log_every=1`, the worst case; the default is 10). Each
+step k (k >= 2; the first, with its one-off costs, is left out) is cut into:
 
-  data         the trainer's `next(stream)`: the sampler picks task and indices, one Arrow read,
-               collation (also shown on its own), the move to the device
+  data         from the start of the batch's fetch to the batch ready on the device
+               (`on_train_batch`): the sampler picks task and indices, one Arrow read,
+               collation (also shown on its own: `on_collate`), the move to the device
   bookkeeping  from the end of step k-1's optimizer step to the start of step k's data: scheduler
                and zero_grad, the log record (loss sync, JSON line, flush), the eval/save checks
   optimizer    `optimizer.step()` (torch.optim pre- and post-step hooks)
@@ -46,33 +47,25 @@ def child(config_path: str, result_path: str) -> None:
     bc.child_env()
     from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-    import mtdnn.trainer as trainer_mod
     from mtdnn.spec import load_spec
+    from mtdnn.trainer import train
 
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    meter, collate_s, fetch, opt_start = bc.Meter(), [], [], []
-    meter.install()
-    register_optimizer_step_pre_hook(lambda *_: opt_start.append(time.perf_counter()))
-    bc.patch_mtdnn(meter, collate_s=collate_s)
-    stream_next = trainer_mod._TaskStream.__next__
-
-    def timed_next(self: Any) -> Any:
-        start = time.perf_counter()
-        out = stream_next(self)
-        fetch.append((start, time.perf_counter()))
-        return out
-
-    trainer_mod._TaskStream.__next__ = timed_next  # next() looks the method up on the class
+    opt_start: list[float] = []
     spec = load_spec(cfg["spec"])
     spec = dataclasses.replace(spec, output_dir=cfg["output_dir"], train=dataclasses.replace(
         spec.train, log_every=cfg["log_every"]))
-    meter.start_run("mixture")
-    trainer_mod.train(spec, progress=False)
-    meter.end_run()
+    with bc.Meter() as meter:
+        meter.add_hook(register_optimizer_step_pre_hook(
+            lambda *_: opt_start.append(time.perf_counter())))
+        probe = bc.MtdnnProbe(meter)
+        meter.start_run("mixture")
+        train(spec, progress=False, instrument=probe)
+        meter.end_run()
     rss = meter.peak_rss()
-    result = {"runs": meter.runs, "collate_s": collate_s, "fetch": fetch, "opt_start": opt_start,
-              "peak_rss_mb": rss["process"], "peak_rss_train_mb": rss["train"],
-              "optimizer": meter.optimizer}
+    result = {"runs": meter.runs, "collate_s": probe.collate_s, "fetch": probe.fetch,
+              "opt_start": opt_start, "peak_rss_mb": rss["process"],
+              "peak_rss_train_mb": rss["train"], "optimizer": meter.optimizer}
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -168,29 +161,18 @@ def medians(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--glue-dir", default=os.environ.get("MTDNN_GLUE_DIR") or
-                   str(bc.REPO.parent / "shared" / "data" / "glue"),
-                   help="GLUE files in their original layout ($MTDNN_GLUE_DIR if set)")
-    p.add_argument("--tasks", default=bt.DEFAULT_TASKS, help="part 1: task mix")
-    p.add_argument("--max-rows-per-task", type=int, default=4000, help="part 1: rows per task")
+    p = bc.common_parser(__doc__.split("\n\n")[0], lr=5e-5, out="/tmp/BENCHMARKS-overhead.md",
+                         out_help="Markdown fragment")
+    bc.add_mix_args(p, tasks=bt.DEFAULT_TASKS, tasks_help="part 1: task mix",
+                    rows_help="part 1: rows per task")
     p.add_argument("--scaling-task", default="sst2", help="part 2: the task whose rows are dealt")
     p.add_argument("--scaling-rows", type=int, default=4000,
                    help="part 2: rows dealt (those closest to the median length)")
     p.add_argument("--ks", default="1,2,5,10,20,50", help="part 2: numbers of synthetic tasks")
     p.add_argument("--parts", default="breakdown,scaling", help="which parts to run")
-    p.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
     p.add_argument("--steps", type=int, default=20, help="optimizer steps per run")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--log-every", type=int, default=1, help="steps between log records")
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration; medians")
-    p.add_argument("--out", default="/tmp/BENCHMARKS-overhead.md", help="Markdown fragment")
-    p.add_argument("--json", default=None, help="raw numbers (default: --out with .json)")
-    p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

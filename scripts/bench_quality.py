@@ -315,38 +315,19 @@ def plot_losses(results: dict[tuple[str, int], dict[str, Any]], methods: list[st
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    full, quick = PRESETS["full"], PRESETS["quick"]
-    p.add_argument("--quick", action="store_true",
-                   help=f"the reduced preset (~30 min on 2 cores): {quick}; explicit options win")
-    p.add_argument("--seeds", nargs="+", type=int, help=f"default {full['seeds']}")
-    p.add_argument("--tasks", nargs="+", default=list(bc.QUALITY_TASKS),
-                   help="tasks of task_specs/glue.yaml (sst2 works too)")
+    p = bc.common_parser(__doc__.split("\n\n")[0], lr=1e-4, out="runs/bench_quality",
+                         out_help="results (one JSON per method and seed), logs, run directories",
+                         lr_help="a small encoder takes a larger step than BERT-base "
+                                 "(task_specs/demo.yaml)")
+    bc.add_quality_args(p, PRESETS, quick_help=" (~30 min on 2 cores)")
+    full = PRESETS["full"]
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
-    p.add_argument("--epochs", type=float, help=f"default {full['epochs']}")
-    p.add_argument("--max-train", type=int,
-                   help=f"first N training rows of each task, 0: all (default {full['max_train']})")
     p.add_argument("--ft-epochs", type=float,
                    help=f"mtdnn-multi+ft's extra epochs per task (default {full['ft_epochs']})")
-    p.add_argument("--lr", type=float, default=1e-4,
-                   help="a small encoder takes a larger step than BERT-base (task_specs/demo.yaml)")
     p.add_argument("--ft-lr", type=float, help="fine-tuning learning rate (default --lr)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--encoder", default=bc.MINILM)
-    p.add_argument("--glue-dir", default=bc.default_glue_dir(),
-                   help="GLUE files in their original layout ($MTDNN_GLUE_DIR if set)")
-    p.add_argument("--out", default="runs/bench_quality",
-                   help="results (one JSON per method and seed), logs, run directories")
-    p.add_argument("--markdown", help="write the report here (it is printed in any case)")
     p.add_argument("--plot-dir", default="docs", help="where quality_loss.png goes")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every run's best/ (by default only until it is no longer needed)")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
-    p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
     args = bc.finish_args(p, p.parse_args(argv), PRESETS)
     if args.ft_lr is None:
         args.ft_lr = args.lr

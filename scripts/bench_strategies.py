@@ -177,7 +177,6 @@ def child(config_path: str, result_path: str) -> None:
     bc.child_env()
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
     counter = bc.TrainCounter()
-    counter.install()
     out = Path(cfg["output_dir"])
     result: dict[str, Any] = {"strategy": cfg["strategy"], "seed": cfg["seed"],
                               "settings": cfg["settings"]}
@@ -186,11 +185,11 @@ def child(config_path: str, result_path: str) -> None:
         if spec.stages:
             from mtdnn.continual import train_stages
 
-            trained = train_stages(spec, progress=False)
+            trained = train_stages(spec, progress=False, instrument=counter)
         else:
             from mtdnn.trainer import train
 
-            trained = train(spec, progress=False)
+            trained = train(spec, progress=False, instrument=counter)
         result["metrics"] = final_metrics(trained)
         if spec.stages:  # every stage's dev metrics: forgetting of the early tasks
             result["stage_metrics"] = trained.metrics
@@ -300,34 +299,15 @@ def report(results: dict[tuple[str, int], dict[str, Any]], info: dict[str, Any])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    full, quick = PRESETS["full"], PRESETS["quick"]
-    p.add_argument("--quick", action="store_true",
-                   help=f"the reduced preset: {quick}; explicit options win")
+    p = bc.common_parser(__doc__.split("\n\n")[0], lr=1e-4, out="runs/bench_strategies",
+                         out_help="results (one JSON per strategy and seed), logs, run "
+                                  "directories",
+                         lr_help="a small encoder takes a larger step than BERT-base "
+                                 "(task_specs/demo.yaml)")
+    bc.add_quality_args(p, PRESETS, quick_help="")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
                    help=f"{BASELINE} is always run (the baseline)")
-    p.add_argument("--seeds", nargs="+", type=int, help=f"default {full['seeds']}")
-    p.add_argument("--tasks", nargs="+", default=list(bc.QUALITY_TASKS),
-                   help="tasks of task_specs/glue.yaml")
-    p.add_argument("--epochs", type=float, help=f"default {full['epochs']}")
-    p.add_argument("--max-train", type=int,
-                   help=f"first N training rows of each task, 0: all (default {full['max_train']})")
-    p.add_argument("--lr", type=float, default=1e-4,
-                   help="a small encoder takes a larger step than BERT-base (task_specs/demo.yaml)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--warmup-ratio", type=float, default=0.1)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--encoder", default=bc.MINILM)
-    p.add_argument("--glue-dir", default=bc.default_glue_dir(),
-                   help="GLUE files in their original layout ($MTDNN_GLUE_DIR if set)")
-    p.add_argument("--out", default="runs/bench_strategies",
-                   help="results (one JSON per strategy and seed), logs, run directories")
-    p.add_argument("--markdown", help="write the report here (it is printed in any case)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep every run's best/")
-    p.add_argument("--dry-run", action="store_true", help="print the plan and stop")
-    p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
     args = bc.finish_args(p, p.parse_args(argv), PRESETS)
     if len(args.tasks) < 2:
         p.error("multi-task strategies need at least two --tasks")

@@ -11,11 +11,15 @@ drift hits all of them alike; the report gives medians over the repeats:
   mtdnn       (c) mtdnn.trainer.train on one spec holding all the tasks (dynamic padding and
                   length grouping inside each task are its defaults)
 
+and, opt-in (--methods), mtdnn-unfused: (c) with `train.optimizer=adamw_torch`, torch's default
+AdamW implementation instead of the fused kernel (the per-tensor loop on CPU).
+
 The same encoder, GLUE training rows (read by mtdnn.data.read_split for all three), batch size,
 learning rate and fp32. c runs --steps optimizer steps; its sampler's plan for those steps says
 how many steps each task gets, and a and b train each task for exactly that many steps. No
 evaluation, no checkpoints, no logging inside the timed window. Timing, token counts and FLOPs are
-taken by the same instruments for all three (see bench_common.py).
+taken by the same instruments for all three (see bench_common.py): mtdnn is observed through its
+public hook, `mtdnn.instrument.Instrument`.
 """
 
 from __future__ import annotations
@@ -38,9 +42,12 @@ import bench_common as bc  # noqa: E402
 METHODS = {"hf-padded": "(a) HF Trainer, padded to max_seq_length, one task at a time",
            "hf-dynamic": "(b) HF Trainer, dynamic padding + group_by_length, one task at a time",
            "mtdnn": "(c) mtdnn multi-task",
-           # Opt-in (--methods): mtdnn with torch's default per-tensor AdamW loop instead of
-           # the fused kernel it uses, to measure what that lever gives.
-           "mtdnn-unfused": "(c') mtdnn multi-task, per-tensor AdamW loop"}
+           # Opt-in (--methods): mtdnn with torch's default AdamW implementation instead of the
+           # fused kernel it uses by default, to measure what that lever gives.
+           "mtdnn-unfused": "(c') mtdnn multi-task, train.optimizer=adamw_torch (per-tensor "
+                            "AdamW loop on CPU)"}
+# The spec overrides of each mtdnn method over the common spec (build_spec).
+MTDNN_OVERRIDES = {"mtdnn": [], "mtdnn-unfused": ["train.optimizer=adamw_torch"]}
 DEFAULT_METHODS = "hf-padded,hf-dynamic,mtdnn"
 COLORS = {"hf-padded": "#999999", "hf-dynamic": "#6699cc", "mtdnn": "#cc6633",
           "mtdnn-unfused": "#dd9955"}
@@ -79,16 +86,16 @@ def build_spec(args: argparse.Namespace, workdir: Path):
 
 
 def task_plan(spec) -> tuple[dict[str, int], dict[str, int]]:
-    """(rows per task, steps per task in c's first max_steps steps): mtdnn's own sampler, built as
-    the trainer builds it (length grouping reorders examples, never the task schedule)."""
+    """(rows per task, steps per task in c's first max_steps steps): mtdnn's own sampler, built by
+    the trainer's step mode (mtdnn.steps.AlternatingStep). Length grouping reorders examples,
+    never the task schedule, so no lengths are needed."""
     from mtdnn.data import read_split
-    from mtdnn.sampler import MultiTaskBatchSampler
+    from mtdnn.steps import AlternatingStep
 
     t = spec.train
     sizes = {task.name: len(read_split(spec, task, "train")) for task in spec.tasks}
-    sampler = MultiTaskBatchSampler(list(sizes.items()), t.batch_size, strategy=t.sampler,
-                                    temperature=t.temperature, examples_cap=t.examples_cap,
-                                    seed=spec.seed)
+    sampler = AlternatingStep(spec, sizes, {}).sampler
+    sampler.set_run_length(t.max_steps * t.gradient_accumulation_steps)
     counts: Counter[str] = Counter()
     while sum(counts.values()) < t.max_steps:
         for batch in sampler:  # one epoch; the next loop turn starts the next one
@@ -96,6 +103,23 @@ def task_plan(spec) -> tuple[dict[str, int], dict[str, int]]:
             if sum(counts.values()) == t.max_steps:
                 break
     return sizes, {task.name: counts[task.name] for task in spec.tasks}
+
+
+def child_config(method: str, spec_path: Path, plan: dict[str, int], workdir: Path,
+                 args: argparse.Namespace, repeat: int) -> dict[str, Any]:
+    """What the child of one method and round is given."""
+    return {"method": method, "spec": str(spec_path), "plan": plan, "workdir": str(workdir),
+            "encoder": args.encoder, "hf_optim": args.hf_optim,
+            "overrides": MTDNN_OVERRIDES.get(method, []),
+            "output_dir": str(workdir / f"mtdnn-out-{repeat}")}
+
+
+def mtdnn_spec(cfg: dict[str, Any]) -> Any:
+    """The spec an mtdnn child trains: the common one with the method's overrides."""
+    from mtdnn.spec import load_spec
+
+    return dataclasses.replace(load_spec(cfg["spec"], cfg["overrides"]),
+                               output_dir=cfg["output_dir"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,20 +186,18 @@ def child(config_path: str, result_path: str) -> None:
     import torch
 
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    meter = bc.Meter()
-    meter.install()
     extra: dict[str, Any] = {}
-    if cfg["method"].startswith("mtdnn"):
-        import mtdnn.trainer
-        from mtdnn.spec import load_spec
+    with bc.Meter() as meter:
+        if cfg["method"].startswith("mtdnn"):
+            from mtdnn.trainer import train
 
-        bc.patch_mtdnn(meter, unfused_adamw=cfg["method"] == "mtdnn-unfused")
-        spec = dataclasses.replace(load_spec(cfg["spec"]), output_dir=cfg["output_dir"])
-        meter.start_run("mixture")
-        mtdnn.trainer.train(spec, progress=False)
-        meter.end_run()
-    else:
-        extra = train_hf(cfg, meter, dynamic=cfg["method"] == "hf-dynamic")
+            probe = bc.MtdnnProbe(meter)
+            meter.start_run("mixture")
+            train(mtdnn_spec(cfg), progress=False, instrument=probe)
+            meter.end_run()
+            extra = {"tasks": dict(Counter(probe.tasks))}  # the steps each task got: the plan
+        else:
+            extra = train_hf(cfg, meter, dynamic=cfg["method"] == "hf-dynamic")
     rss = meter.peak_rss()
     result = {"method": cfg["method"], "peak_rss_mb": rss["process"],
               "peak_rss_train_mb": rss["train"], "optimizer": meter.optimizer,
@@ -249,32 +271,20 @@ def report(summary: dict[str, Any], methods: list[str], info: dict[str, Any]) ->
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--glue-dir", default=os.environ.get("MTDNN_GLUE_DIR") or
-                   str(bc.REPO.parent / "shared" / "data" / "glue"),
-                   help="GLUE files in their original layout ($MTDNN_GLUE_DIR if set)")
-    p.add_argument("--tasks", default=DEFAULT_TASKS, help="task names of task_specs/glue.yaml")
-    p.add_argument("--max-rows-per-task", type=int, default=4000,
-                   help="first N training rows of each task (0: all); keeps SST-2 from "
-                        "taking most of the steps, as in task_specs/demo.yaml")
-    p.add_argument("--encoder", default="sentence-transformers/all-MiniLM-L6-v2")
+    p = bc.common_parser(__doc__.split("\n\n")[0], lr=5e-5,
+                         out="/tmp/BENCHMARKS-throughput.md", out_help="Markdown fragment")
+    bc.add_mix_args(p, tasks=DEFAULT_TASKS, tasks_help="task names of task_specs/glue.yaml",
+                    rows_help="first N training rows of each task (0: all); keeps SST-2 from "
+                              "taking most of the steps, as in task_specs/demo.yaml")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps in total, per method")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--max-seq-length", type=int, default=128)
-    p.add_argument("--seed", type=int, default=42)
     p.add_argument("--repeats", type=int, default=3, help="rounds of a b c; medians reported")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"in run order, from {', '.join(METHODS)}")
     p.add_argument("--hf-optim", default="",
                    help="TrainingArguments.optim for a and b (empty: the Trainer's default; "
                         "'adamw_torch' matches mtdnn's torch.optim.AdamW defaults)")
-    p.add_argument("--out", default="/tmp/BENCHMARKS-throughput.md", help="Markdown fragment")
-    p.add_argument("--json", default=None, help="raw numbers (default: --out with .json)")
     p.add_argument("--plot", default=None, help="PNG bar plot of samples/s per method")
     p.add_argument("--keep-workdir", action="store_true", help="keep specs, logs, checkpoints")
-    p.add_argument("--child", nargs=2, metavar=("CONFIG", "RESULT"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -287,8 +297,7 @@ def main(argv: list[str] | None = None) -> None:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         sys.exit(f"unknown method(s) {unknown}; choose from {list(METHODS)}")
-    if not (Path(args.glue_dir) / "RTE" / "train.tsv").is_file():
-        sys.exit(f"no GLUE data in {args.glue_dir} (give --glue-dir or set MTDNN_GLUE_DIR)")
+    bc.check_glue_dir(args.glue_dir)
     workdir = Path(tempfile.mkdtemp(prefix="mtdnn-bench-"))
     os.environ["MTDNN_CACHE"] = str(workdir / "cache")  # children tokenize here, not in ~/.cache
     from transformers import AutoConfig
@@ -306,12 +315,13 @@ def main(argv: list[str] | None = None) -> None:
     results = []
     for repeat in range(args.repeats):
         for m in methods:
-            cfg = {"method": m, "spec": str(spec_path), "plan": plan, "workdir": str(workdir),
-                   "encoder": args.encoder, "hf_optim": args.hf_optim,
-                   "output_dir": str(workdir / f"mtdnn-out-{repeat}")}
+            cfg = child_config(m, spec_path, plan, workdir, args, repeat)
             r = bc.run_child(Path(__file__), cfg, workdir, f"{m}-{repeat}")
             r.update(repeat=repeat, dims=dims)
             results.append(r)
+            if "tasks" in r and r["tasks"] != {k: v for k, v in plan.items() if v}:
+                print(f"warning: {m} trained {r['tasks']} batches per task, not the plan the "
+                      "HF Trainer runs follow", flush=True)
             quick = bc.rates(bc.window_totals(r["runs"], r["dims"], steady=True), 1.0)
             print(f"round {repeat + 1}/{args.repeats} {m}: {quick['samples_per_s']:.1f} "
                   f"samples/s, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)

@@ -1,34 +1,51 @@
-"""The pure parts of the quality benchmark scripts (scripts/bench_quality.py,
-scripts/bench_strategies.py, scripts/bench_common.py): argument parsing, aggregation over seeds,
-the Markdown tables, and the strategy overrides, which must load as valid specs. Nothing here
-trains; the scripts are imported from their files (they are not a package)."""
+"""The pure parts of the benchmark scripts (scripts/bench_*.py): argument parsing (one shared
+builder, bench_common.common_parser), aggregation over seeds, the Markdown tables, and the
+strategy overrides, which must load as valid specs. Nothing here trains (tests/test_bench_smoke.py
+runs the scripts' children); the scripts are imported from their files (they are not a
+package)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import REPO, SPECS
+from conftest import REPO, SPECS, load_script
 
 SCRIPTS = REPO / "scripts"
 
 
-def _load(name: str):
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-bq = _load("bench_quality")
-bs = _load("bench_strategies")
-bc = _load("bench_common")
+bq = load_script("bench_quality")
+bs = load_script("bench_strategies")
+bc = load_script("bench_common")
+bt = load_script("bench_throughput")
+bo = load_script("bench_overhead")
 TASKS = ["rte", "mrpc"]
+
+
+# ---- the options every script shares -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("module, lr, out", [
+    (bt, 5e-5, "/tmp/BENCHMARKS-throughput.md"), (bo, 5e-5, "/tmp/BENCHMARKS-overhead.md"),
+    (bq, 1e-4, "runs/bench_quality"), (bs, 1e-4, "runs/bench_strategies")])
+def test_every_script_has_the_common_options(module, lr, out):
+    a = module.parse_args([])
+    assert (a.glue_dir, a.encoder, a.batch_size, a.lr, a.max_seq_length, a.out, a.child) == (
+        bc.default_glue_dir(), bc.MINILM, 32, lr, 128, out, None)
+    a = module.parse_args(["--encoder", "enc", "--batch-size", "8", "--lr", "1e-3",
+                           "--glue-dir", "g", "--child", "c.json", "r.json"])
+    assert (a.encoder, a.batch_size, a.lr, a.glue_dir, a.child) == (
+        "enc", 8, 1e-3, "g", ["c.json", "r.json"])
+
+
+def test_speed_script_options():
+    for module, steps, repeats in ((bt, 60, 3), (bo, 20, 1)):
+        a = module.parse_args([])
+        assert (a.tasks, a.max_rows_per_task, a.seed, a.json, a.steps, a.repeats) == (
+            "rte,mrpc,stsb,cola,sst2", 4000, 42, None, steps, repeats)
+    assert bt.parse_args([]).methods == "hf-padded,hf-dynamic,mtdnn"
+    assert bo.parse_args([]).log_every == 1
 
 
 # ---- bench_common: aggregation and formatting --------------------------------------------------

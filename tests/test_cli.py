@@ -233,4 +233,38 @@ def test_output_path_that_is_a_directory(checkpoint: Path, tmp_path: Path,
     assert main(["predict", str(checkpoint), "--task", "cola", "--input", str(sentences),
                  "--output", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "Is a directory" in err and str(tmp_path) in err
+    assert err == (f"error: --output: {tmp_path}: is a directory, or lies under a file; give the "
+                   "path of the JSON lines file to write, e.g. preds/rte.jsonl\n")
+
+
+# --- user errors and bugs ------------------------------------------------------------------------
+
+
+def test_a_bug_keeps_its_traceback_and_exits_1(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture, tmp_path: Path):
+    import mtdnn.evaluation
+
+    def broken(*args, **kwargs):
+        return {}["rte"]  # an internal KeyError: not the user's mistake
+
+    monkeypatch.setattr(mtdnn.evaluation, "evaluate", broken)
+    assert main(["evaluate", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "KeyError: 'rte'" in err
+    assert err.rstrip().endswith("`pip show mtdnn torch transformers`.")
+    assert "This is a bug in mtdnn (not a mistake in your input)" in err
+
+    def oserror(*args, **kwargs):  # an OSError about no path of the user's: a bug as well
+        raise OSError("connection reset")
+
+    monkeypatch.setattr(mtdnn.evaluation, "evaluate", oserror)
+    assert main(["evaluate", str(tmp_path)]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+    def denied(*args, **kwargs):  # a path the user gave that cannot be read: their fix
+        raise PermissionError(13, "Permission denied", str(tmp_path / "m.json"))
+
+    monkeypatch.setattr(mtdnn.evaluation, "evaluate", denied)
+    assert main(["evaluate", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"error: {tmp_path / 'm.json'}: Permission denied (check "
+                                       "the path and its permissions)\n")

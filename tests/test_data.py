@@ -403,7 +403,7 @@ def test_many_bad_rows_are_capped(tmp_path: Path):
         read_split(spec, spec.task("t"), "train")
     assert len(e.value.problems) == 21
     assert e.value.problems[0] == ("line 2: label 'bad' is not a number (regression tasks need "
-                                   "numeric labels)")
+                                   "numeric labels: write the score as a number, e.g. 3.5)")
     assert e.value.problems[-1] == "(and 5 more)"
 
 
@@ -828,7 +828,8 @@ def test_check_data_collects_the_problems_of_all_tasks(tmp_path: Path):
     assert e.value.problems == [
         f"{a}: line 2: label '2' is not in tasks.a.labels ['0', '1'] (add it to the list or fix "
         "the row)",
-        f"{b}: line 2: label 'high' is not a number (regression tasks need numeric labels)",
+        f"{b}: line 2: label 'high' is not a number (regression tasks need numeric labels: write "
+        "the score as a number, e.g. 3.5)",
         f"{r}: no query has both a relevant and an irrelevant candidate (positive_label is 'yes'; "
         "is that the right value?)",
     ]
@@ -878,7 +879,8 @@ def test_read_texts_bad_rows_name_the_file_and_line(tmp_path: Path):
         "line 3: text column 'a' is null, not text (write the text as a string)"])
     write(tmp_path / "in.jsonl", '{"a": "x"}\n{"a": "y",}\n')
     assert read_texts_problems(jsonl, ["a"])[1] == [
-        "line 2: not valid JSON (Expecting property name enclosed in double quotes)"]
+        "line 2: not valid JSON (Expecting property name enclosed in double quotes): write one "
+        "JSON object per line"]
     write(tmp_path / "in.jsonl", '{"id": 1, "a": "x"}\n{"a": "y"}\n')
     assert read_texts_problems(jsonl, ["a"])[1] == [
         "line 2: no id in column 'id' (give every row one)"]

@@ -254,3 +254,25 @@ def test_evaluation_under_two_processes_scores_every_row_exactly_once(
     for (mine, everyone), (theirs, everyone_too), n in zip(*calls, ns, strict=True):
         assert (len(mine), len(theirs)) == ((n + 1) // 2, n // 2)
         assert sorted(mine + theirs) == sorted(everyone) == sorted(everyone_too) == list(range(n))
+
+
+def test_processes_that_do_not_form_a_group_are_refused(tiny_glue_spec, tmp_path: Path):
+    """torchrun on a CPU-only machine without ACCELERATE_USE_CPU=1: two processes that Accelerate
+    does not join into a group would train side by side into one output_dir."""
+    import subprocess
+    import sys
+
+    spec = tiny_glue_spec(tasks="[rte]", steps=2)
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env.update(HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "-m", "mtdnn.cli", "train", str(spec), "--no-progress"], env=env,
+                          capture_output=True, text=True, timeout=HANG_S)
+    assert proc.returncode != 0
+    message = ("error: accelerate launch: 1 problem(s):\n  - 2 processes were launched but "
+               "Accelerate sees 1: on a CPU-only machine set ACCELERATE_USE_CPU=1 (see the "
+               "README, multi-process training)")
+    assert proc.stderr.count(message) == 2  # each process says so, and none trains
+    # torchrun prints a traceback of its own for failed children; none comes from mtdnn.
+    assert "mtdnn/trainer.py" not in proc.stderr and "ChildFailedError" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -51,3 +51,16 @@ def test_pretrained_minilm_learns_sts_b(tmp_path, glue, minilm_path):
     result = train(_spec(tmp_path, glue, steps=250, rows=2000), progress=False)
     assert result.metrics["stsb"]["dev"]["pearson"] > 0.7
     assert result.metrics["stsb"]["dev"]["pearson"] > result.baselines["stsb"]["pearson"] + 0.7
+
+
+@pytest.mark.slow
+def test_the_demo_beats_every_trivial_baseline(tmp_path, glue, minilm_path):
+    """The README's demo command, as shipped (about 18 minutes on 2 cores): every task and metric
+    of its results table is above the trivial baseline printed next to it."""
+    spec = load_spec(SPECS / "demo.yaml", [f"data_dir={glue}", f"output_dir={tmp_path / 'demo'}"])
+    result = train(spec, progress=False)
+    rows = [(task, metric, value, result.baselines[task][metric])
+            for task, splits in result.metrics.items() for metric, value in splits["dev"].items()]
+    assert {task for task, *_ in rows} == {t.name for t in spec.tasks}
+    below = [row for row in rows if not row[2] > row[3]]
+    assert not below, below

@@ -122,3 +122,26 @@ def test_resume_from_a_path_that_is_not_a_checkpoint(tiny_glue_spec, tmp_path):
     spec = load_spec(tiny_glue_spec(tasks="[rte]"))
     with pytest.raises(CheckpointError, match="not a resumable checkpoint"):
         train(spec, progress=False, resume=tmp_path)
+
+
+def test_resumable_checkpoints_follow_a_step_or_time_cadence_not_evaluations(tiny_glue_spec,
+                                                                            tmp_path):
+    """A run killed before its first evaluation (an MNLI epoch is ~12k steps) still has a
+    checkpoint to resume from: saving does not wait for evaluations."""
+    spec_path = tiny_glue_spec(tasks="[rte, stsb]")
+    common = ["train.max_steps=6", "train.eval_every=1000", "train.save_total_limit=10"]
+    by_steps = load_spec(spec_path, [*common, "train.save_every=2",
+                                     f"output_dir={tmp_path / 'a'}"])
+    train(by_steps, progress=False)
+    assert sorted(p.name for p in (tmp_path / "a" / "checkpoints").iterdir()) == \
+        ["step-0000002", "step-0000004"]  # the last step has its results instead
+    log = [json.loads(x) for x in (tmp_path / "a" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "score" in r] == [6]  # one evaluation, at the end
+    by_time = load_spec(spec_path, [*common, "train.save_every=null",
+                                    "train.save_every_minutes=1e-9",
+                                    f"output_dir={tmp_path / 'b'}"])
+    train(by_time, progress=False)
+    assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == \
+        [f"step-000000{s}" for s in range(1, 6)]
+    defaults = load_spec(spec_path).train  # the Hugging Face Trainer's 500 steps, or 10 minutes
+    assert (defaults.save_every, defaults.save_every_minutes) == (500, 10.0)

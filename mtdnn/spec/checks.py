@@ -365,16 +365,34 @@ def check_stages(spec: Spec, report: Report) -> None:
 def check_files(spec: Spec, report: Report) -> None:
     """data_dir exists, and so does every file a task reads (paths already resolved)."""
     if spec.data_dir is not None and not Path(spec.data_dir).is_dir():
-        report.fail("data_dir", f"directory not found: {spec.data_dir} (set it to the folder "
-                    "that holds the task files, or leave it empty to read from the Hub)")
+        what = f"{spec.data_dir} is a file, not a directory" if Path(spec.data_dir).exists() \
+            else f"directory not found: {spec.data_dir}"
+        report.fail("data_dir", f"{what} (set it to the folder that holds the task files, or "
+                    "leave it empty to read from the Hub)")
         return
     for task in spec.tasks:
         if not spec.uses_files(task):
             continue
         for split, f in task.files.items():
-            if not Path(f.path).is_file():
-                report.fail(f"tasks.{task.name}.files.{split}", f"file not found: {f.path} (fix "
-                            "the path, or set data_dir to the folder it is relative to)")
+            key = f"tasks.{task.name}.files.{split}"
+            if Path(f.path).is_dir():
+                report.fail(key, f"{f.path} is a directory, not a data file (give the path of "
+                            "the file in it, e.g. RTE/train.tsv)")
+            elif not Path(f.path).is_file():
+                report.fail(key, f"file not found: {f.path} (fix the path, or set data_dir to "
+                            "the folder it is relative to)")
+
+
+def check_output_dir(spec: Spec, report: Report) -> None:
+    """output_dir, or the nearest part of it that exists, is a directory: a file there would
+    only fail when the run first writes, after the data is read and the model is loaded."""
+    path = Path(spec.output_dir).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    if path.exists() and not path.is_dir():
+        where = "" if path == Path(spec.output_dir).absolute() else f" (in {spec.output_dir})"
+        report.fail("output_dir", f"{path} is a file{where}, not a folder: give a new or "
+                    "existing folder for the run's output, e.g. runs/my-run")
 
 
 CHECKS: tuple[Callable[[Spec, Report], None], ...] = (
@@ -382,5 +400,5 @@ CHECKS: tuple[Callable[[Spec, Report], None], ...] = (
     check_method_requirements, check_method_task_limits,
     check_unused_train_settings, check_unused_task_settings,  # after the ranges: one problem a key
     check_main_task, check_soft_sharing_groups, check_soft_sharing_without_stages,
-    check_stages, check_files,
+    check_stages, check_files, check_output_dir,
 )

@@ -42,11 +42,13 @@ def set_override(data: dict, assignment: str) -> None:
     value = yaml.safe_load(raw) if raw.strip() else None
     node = data
     parts = key.strip().split(".")
-    for part in parts[:-1]:
+    for i, part in enumerate(parts[:-1]):
         if not isinstance(node.get(part), dict):
             if part in node and node[part] is not None:
-                raise SpecError("command line", [f"override {assignment!r}: '{part}' is not a "
-                                                 "mapping"])
+                path = ".".join(parts[:i + 1])
+                raise SpecError("command line", [
+                    f"override {assignment!r}: '{path}' is not a mapping (it is "
+                    f"{node[part]!r}): set it whole with {path}=VALUE, or fix the key"])
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
@@ -133,43 +135,86 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+def _yaml_kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "a list (`- ` items)"
+    return f"{type(value).__name__} {value!r}"[:80]
+
+
+def _yaml_problem(e: yaml.YAMLError, text: str) -> str:
+    """A YAML syntax error as one line: where, what, and the usual fix."""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow
+        line = text[:e.position].count("\n") + 1
+        return (f"line {line}: character {chr(e.character)!r} is not allowed in YAML (a control "
+                "character: the file is binary or damaged; save it as plain UTF-8 text)")
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(e, "problem", None) or str(e)
+    context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+    started = f" ({context} that starts at line {context_mark.line + 1})" \
+        if context and context_mark is not None else ""
+    return (f"not valid YAML{where}: {problem}{started} (fix the syntax there: quote a value that "
+            "holds ': ' or starts with [, {, *, & or !)")
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict:
     """Reads a spec file; `include: [other.yaml, ...]` (relative to this file) are read first and
     this file's keys are merged over them, mapping by mapping."""
+    where = f" (included from {seen[-1]})" if seen else ""
+    if path.is_dir():
+        raise SpecError(str(path), [f"is a directory, not a spec file{where} (give the path of a "
+                                    "YAML task spec, e.g. task_specs/demo.yaml)"])
     if not path.is_file():
-        where = f" (included from {seen[-1]})" if seen else ""
         raise SpecError(str(path), [f"spec file not found{where} (give the path of a YAML task "
                                     "spec, e.g. task_specs/demo.yaml)"])
     if path.resolve() in seen:
         chain = " -> ".join(str(p) for p in (*seen, path.resolve()))
-        raise SpecError(str(path), [f"include loop: {chain}"])
+        raise SpecError(str(path), [f"include loop: {chain} (remove one of these includes)"])
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506
+    except OSError as e:
+        raise SpecError(str(path), [f"cannot be read: {e.strerror or e} (check the path and its "
+                                    "permissions)"]) from None
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise SpecError(str(path), [f"line {line}: byte 0x{raw[e.start]:02x} is not UTF-8 (the "
+                                    "file is probably Latin-1 or Windows-1252): save it as "
+                                    "UTF-8"]) from None
     except _DuplicateKey as e:
         raise SpecError(str(path), [str(e)]) from None
     except yaml.YAMLError as e:
-        raise SpecError(str(path), [f"not valid YAML: {e}"]) from None
+        raise SpecError(str(path), [_yaml_problem(e, text)]) from None
     if not isinstance(data, dict):
-        raise SpecError(str(path), ["expected a mapping at the top level"])
+        got = "the file is empty" if data is None else f"got {_yaml_kind(data)}"
+        raise SpecError(str(path), [f"expected a mapping at the top level (keys such as "
+                                    f"encoder:, tasks:), {got}"])
     includes = data.pop("include", None) or []
+    includes = [includes] if isinstance(includes, str) else includes
+    if not isinstance(includes, list) or not all(isinstance(n, str) for n in includes):
+        raise SpecError(str(path), [f"include: expected a spec file or a list of them, got "
+                                    f"{includes!r} (e.g. include: [glue.yaml, wikiqa.yaml])"])
     merged: dict = {}
-    for name in [includes] if isinstance(includes, str) else includes:
-        merged = _merge(merged, _read_yaml(path.parent / str(name), (*seen, path.resolve())))
+    for name in includes:
+        merged = _merge(merged, _read_yaml(path.parent / name, (*seen, path.resolve())))
     return _merge(merged, data)
 
 
 def _use_tasks(data: dict, tasks: typing.Sequence[str] | None, source: str) -> None:
     """Keeps the selected tasks (the argument, else the spec's `use_tasks`), in that order."""
     use = data.pop("use_tasks", None)
+    key = "--tasks"  # the CLI's name for the argument
     if tasks is None and use is not None:
         if not isinstance(use, list):
             raise SpecError(source, [f"use_tasks: expected a list of task names, got {use!r}"])
-        tasks = [str(t) for t in use]
+        tasks, key = [str(t) for t in use], "use_tasks"
     if tasks is None or not isinstance(data.get("tasks"), dict):
         return
     missing = [t for t in tasks if t not in data["tasks"]]
     if missing:
-        raise SpecError(source, [unknown_name_message("task", t, data["tasks"]) for t in missing])
+        raise SpecError(source, [f"{key}: {unknown_name_message('task', t, data['tasks'])}"
+                                 for t in missing])
     left_out = [t for t in data["tasks"] if t not in tasks]
     data["tasks"] = {t: data["tasks"][t] for t in tasks}
     staged = [(i, t) for i, stage in enumerate(data.get("stages") or [])

@@ -1,56 +1,31 @@
-"""The checkpoint format: the one module that writes and reads checkpoint directories.
-
-A model checkpoint (`best/`, what `mtdnn train` keeps) is a Hugging Face style directory:
-
-    config.json, model.safetensors   the shared encoder: `AutoModel.from_pretrained(dir)` loads it
-    encoders/<group>/                soft sharing: each further encoder copy, the same layout
-    tokenizer files                  the tokenizer
-    heads.safetensors                every task head (and the task embedding, when switched on)
-    mtdnn.json                       the model registry: tasks, types, label maps, head settings
-    spec.yaml                        the spec it was trained with
-    metrics.json                     the run's record of it: step, selection score, dev metrics,
-                                     learned loss weights
-
-A resumable checkpoint (`checkpoints/step-NNNNNNN/`) holds Accelerate's state (weights, optimizer,
-scheduler, every random generator) in `accelerate/` and the loop's progress in
-`trainer_state.json` (a `TrainerState`). Both kinds are written into a temporary sibling and
-renamed into place, so a crash mid-save leaves the previous one whole; `trainer_state.json` is
-written last, so a directory without it is never taken for a checkpoint.
-
-Example:
-    >>> model = load_model("runs/demo/best")
-    >>> read_metrics("runs/demo/best")["step"]
-"""
+"""Model checkpoints: writing, checking, loading (also into a model built for other tasks), and
+reading the spec and run record a checkpoint keeps."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mtdnn.errors import CheckpointError
+from mtdnn.checkpoint.layout import (
+    EXAMPLE,
+    FORMAT_VERSION,
+    GROUP_ENCODERS_DIR,
+    HEADS_FILE,
+    METRICS_FILE,
+    REGISTRY_FILE,
+    SPEC_FILE,
+)
+from mtdnn.errors import CheckpointError, UserError
 
 if TYPE_CHECKING:
     from mtdnn.model import MultiTaskModel
     from mtdnn.spec import Spec
-
-# 2: run metadata (step, score, loss weights) moved from mtdnn.json to metrics.json
-FORMAT_VERSION = 2
-REGISTRY_FILE = "mtdnn.json"
-HEADS_FILE = "heads.safetensors"
-SPEC_FILE = "spec.yaml"
-METRICS_FILE = "metrics.json"
-GROUP_ENCODERS_DIR = "encoders"
-STATE_FILE = "trainer_state.json"
-CHECKPOINTS_DIR = "checkpoints"
-_EXAMPLE = "give a checkpoint directory written by `mtdnn train`, e.g. runs/demo/best"
-
 
 # --------------------------------------------------------------------------------------------------
 # Model checkpoints
@@ -105,9 +80,9 @@ def read_registry(directory: str | Path) -> dict[str, Any]:
     """
     directory = Path(directory)
     if not directory.exists():
-        raise CheckpointError(directory, f"directory not found ({_EXAMPLE})")
+        raise CheckpointError(directory, f"directory not found ({EXAMPLE})")
     if not directory.is_dir():
-        raise CheckpointError(directory, f"is a file, not a checkpoint directory ({_EXAMPLE})")
+        raise CheckpointError(directory, f"is a file, not a checkpoint directory ({EXAMPLE})")
     path = directory / REGISTRY_FILE
     if not path.is_file():
         other = " (it looks like a plain transformers model: train it with mtdnn, or give it as " \
@@ -123,6 +98,12 @@ def read_registry(directory: str | Path) -> dict[str, Any]:
     if not isinstance(registry, dict) or not isinstance(registry.get("tasks"), list):
         raise CheckpointError(path, "not an mtdnn registry (no `tasks` list); the checkpoint is "
                                     "damaged or from another tool")
+    bad = [t for t in registry["tasks"] if not isinstance(t, dict) or
+           not all(isinstance(t.get(k), str) for k in ("name", "type"))]
+    if bad:
+        raise CheckpointError(path, f"damaged registry: task entries without a name and type "
+                                    f"({json.dumps(bad)[:80]}); use another checkpoint (e.g. a "
+                                    "newer run's best/)")
     missing = [name for name in (HEADS_FILE, "config.json") if not (directory / name).is_file()]
     if not any(directory.glob("model*.safetensors")):
         missing.append("model.safetensors")
@@ -157,7 +138,7 @@ def load_model(directory: str | Path, device: Any = "cpu",
 
     registry = read_registry(directory)
     encoder = _load(load_encoder, directory, str(directory), trust_remote_code=trust_remote_code)
-    model = MultiTaskModel(encoder, task_infos(directory), registry["task_embedding"])
+    model = MultiTaskModel(encoder, task_infos(directory), bool(registry.get("task_embedding")))
     init_from_checkpoint(model, directory, trust_remote_code=trust_remote_code, encoders=False)
     for group, copy_ in model.group_encoders.items():
         copy_.load_state_dict(_group_state(directory, group, trust_remote_code))
@@ -205,7 +186,7 @@ def init_from_checkpoint(model: MultiTaskModel, directory: str | Path,
                                       "the spec's encoder must be the checkpoint's architecture "
                                       "and size") from None
             loaded_encoders[copy_name] = str(source)
-    tensors = load_file(str(directory / HEADS_FILE))
+    tensors = _load(load_file, directory / HEADS_FILE, str(directory / HEADS_FILE))
     loaded, problems = [], []
     for name, info in model.tasks.items():
         if name not in saved or name in fresh_heads:
@@ -239,9 +220,19 @@ def _tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
 
 
 def _load(loader: Any, directory: str | Path, *args: Any, **kwargs: Any) -> Any:
-    """Calls a transformers loader; a refusal to run remote code becomes a user error."""
+    """Calls a loader of checkpoint files (transformers, safetensors); a refusal to run remote
+    code, and a file that is missing or damaged, become user errors."""
+    from safetensors import SafetensorError
+
     try:
         return loader(*args, **kwargs)
+    except (OSError, SafetensorError, json.JSONDecodeError) as e:
+        # transformers raises OSError for a missing or unparsable config/tokenizer file
+        what = "a weights file (.safetensors) is damaged: " if isinstance(e, SafetensorError) \
+            else ""
+        raise CheckpointError(directory, f"cannot be loaded ({what}{' '.join(str(e).split())}); "
+                                         "the checkpoint is damaged or incomplete: use another "
+                                         "one, e.g. a newer run's best/") from None
     except ValueError as e:
         if "trust_remote_code" not in str(e):
             raise
@@ -279,7 +270,10 @@ def read_spec(directory: str | Path, overrides: Sequence[str] = (),
     path = Path(directory) / SPEC_FILE
     if not path.is_file():
         raise CheckpointError(directory, f"no {SPEC_FILE}: the spec of training is needed to find "
-                                         f"the task data; {_EXAMPLE}")
+                                         f"the task data; {EXAMPLE}")
+    if data_dir is not None and not Path(data_dir).is_dir():
+        raise UserError(str(data_dir), "data_dir (--data-dir): directory not found; give the "
+                                       "folder that holds the task files (e.g. the GLUE folder)")
     extra = [] if data_dir is None else [f"data_dir={json.dumps(str(data_dir))}"]
     return load_spec(path, [*overrides, *extra])
 
@@ -301,103 +295,3 @@ def replace_dir(tmp: Path, target: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-# --------------------------------------------------------------------------------------------------
-# Resumable checkpoints
-
-
-@dataclass
-class TrainerState:
-    """The loop's progress, written as trainer_state.json with every resumable checkpoint."""
-
-    step: int  # the last optimizer step done
-    step_mode: str  # train.step_mode of the run: a state resumes only with the same one
-    step_state: dict[str, Any]  # the step mode's own state (its samplers' positions)
-    best_score: float | None = None  # the best selection score so far (None: no evaluation yet)
-    best_step: int | None = None
-    best_results: dict[str, dict[str, float]] = field(default_factory=dict)
-    # the per-task losses of the steps since the last log record (means over processes)
-    running: dict[str, list[float]] = field(default_factory=dict)
-    format_version: int = 1
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def read(cls, path: Path) -> TrainerState:
-        """Raises CheckpointError naming the file when it is not a state this version wrote."""
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(path, f"cannot be read ({e}): resume from another checkpoint "
-                                        "(--resume PATH) or start afresh") from None
-        names = {f.name for f in dataclasses.fields(cls)}
-        if not isinstance(data, dict) or not {"step", "step_mode", "step_state"} <= set(data) \
-                or set(data) - names:
-            raise CheckpointError(path, "not a trainer state of this mtdnn version (keys "
-                                        f"{sorted(data) if isinstance(data, dict) else data!r}): "
-                                        "resume it with the version that wrote it, or start "
-                                        "afresh")
-        return cls(**data)
-
-    def selection(self) -> float:
-        return -math.inf if self.best_score is None else self.best_score
-
-
-def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete resumable checkpoint under output_dir/checkpoints, or None."""
-    root = Path(output_dir) / CHECKPOINTS_DIR
-    done = [p for p in root.glob("step-*") if (p / STATE_FILE).is_file()] if root.is_dir() else []
-    return max(done, key=lambda p: int(p.name.split("-")[1]), default=None)
-
-
-def resume_point(output_dir: Path, resume: bool | str | Path) -> Path | None:
-    """Where `train(resume=...)` continues from: None (a fresh run), the newest checkpoint
-    (resume=True; None when there is none), or a given path.
-
-    Raises:
-        CheckpointError: the given path is not a resumable checkpoint.
-    """
-    if resume is True:
-        return latest_checkpoint(output_dir)
-    if not resume:
-        return None
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
-        raise CheckpointError(path, f"not a resumable checkpoint (no {STATE_FILE}); give a "
-                                    f"directory under {output_dir / CHECKPOINTS_DIR}")
-    return path
-
-
-def save_training_state(accelerator: Any, out: Path, state: TrainerState, keep: int) -> None:
-    """A resumable checkpoint: Accelerate's state plus ours, renamed into place; keeps the `keep`
-    newest."""
-    root = out / CHECKPOINTS_DIR
-    target = root / f"step-{state.step:07d}"
-    tmp = root / f".tmp-step-{state.step:07d}"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp / "accelerate"), safe_serialization=True)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(state.to_json(), encoding="utf-8")
-        replace_dir(tmp, target)
-        kept = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for stale in kept[:-keep]:
-            shutil.rmtree(stale, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
-def load_training_state(accelerator: Any, path: Path, step_mode: str) -> TrainerState:
-    """Restores Accelerate's state from a resumable checkpoint and returns the loop's.
-
-    Raises:
-        CheckpointError: unreadable, or saved with another step mode.
-    """
-    state = TrainerState.read(path / STATE_FILE)
-    if state.step_mode != step_mode:
-        raise CheckpointError(path, f"saved with train.step_mode={state.step_mode}: resume it "
-                                    "with that step mode")
-    accelerator.load_state(str(path / "accelerate"))  # weights, optimizer, scheduler, RNGs
-    return state

@@ -1,0 +1,189 @@
+"""The benchmark scripts' child processes, run in-process for 2-3 steps on the tiny BERT and a few
+real GLUE rows: each observes `mtdnn.trainer.train` through its public hook
+(`mtdnn.instrument.Instrument`), so a change of the training loop that the scripts can no longer
+observe fails here, not in a 10-minute benchmark. The numbers are not checked (the tiny model's
+times are noise), only that every quantity the reports are made of is there and adds up."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO, load_script
+
+SCRIPTS = REPO / "scripts"
+
+
+
+bc = load_script("bench_common")
+bt = load_script("bench_throughput")
+bo = load_script("bench_overhead")
+bq = load_script("bench_quality")
+bs = load_script("bench_strategies")
+
+STEPS = 3
+
+
+def _run_child(module, cfg: dict, workdir: Path, tag: str) -> dict:
+    """What bc.run_child does, in this process: the config file in, the result file out."""
+    config, result = workdir / f"{tag}.config.json", workdir / f"{tag}.result.json"
+    config.write_text(json.dumps(cfg), encoding="utf-8")
+    module.child(str(config), str(result))
+    return json.loads(result.read_text(encoding="utf-8"))
+
+
+def _speed_args(module, tiny_bert: str, glue: Path, *extra: str):
+    return module.parse_args(["--encoder", tiny_bert, "--glue-dir", str(glue), "--tasks",
+                              "rte,stsb", "--max-rows-per-task", "24", "--batch-size", "8",
+                              "--max-seq-length", "64", "--steps", str(STEPS), *extra])
+
+
+@pytest.fixture
+def speed_spec(tmp_path, tiny_bert, glue):
+    args = _speed_args(bt, tiny_bert, glue)
+    spec, path = bt.build_spec(args, tmp_path)
+    return args, spec, path
+
+
+# ---- bench_throughput --------------------------------------------------------------------------
+
+
+def test_unfused_method_is_the_adamw_torch_override(speed_spec, tmp_path):
+    args, _, path = speed_spec
+    optimizers = {m: bt.mtdnn_spec(bt.child_config(m, path, {}, tmp_path, args, 0))
+                  .train.optimizer for m in ("mtdnn", "mtdnn-unfused")}
+    assert optimizers == {"mtdnn": "adamw_torch_fused", "mtdnn-unfused": "adamw_torch"}
+    assert set(bt.MTDNN_OVERRIDES) == {m for m in bt.METHODS if m.startswith("mtdnn")}
+
+
+def test_throughput_children_measure_alike(speed_spec, tmp_path, one_thread):
+    args, spec, path = speed_spec
+    sizes, plan = bt.task_plan(spec)
+    assert sizes == {"rte": 24, "stsb": 24} and sum(plan.values()) == STEPS
+    dims = {"layers": 2, "hidden": 32, "intermediate": 64}
+    results = {}
+    for m in ("mtdnn", "mtdnn-unfused", "hf-dynamic"):
+        r = results[m] = _run_child(bt, bt.child_config(m, path, plan, tmp_path, args, 0),
+                                    tmp_path, m)
+        runs = r["runs"]
+        assert sum(len(run["step_t"]) for run in runs) == STEPS
+        # A DataLoader may collate one batch ahead of its step (window_totals matches by order).
+        assert all(len(run["batches"]) >= len(run["step_t"]) for run in runs)
+        rows, t, real, sumsq = runs[0]["batches"][0]
+        assert rows == 8 and 0 < real <= rows * t and real <= sumsq
+        steady = bc.rates(bc.window_totals(runs, dims, steady=True), 1.0)
+        assert steady["steps"] == STEPS - len(runs) and steady["samples_per_s"] > 0
+        assert r["peak_rss_train_mb"] is None or r["peak_rss_train_mb"] > 0
+    for m in ("mtdnn", "mtdnn-unfused"):
+        assert len(results[m]["runs"]) == 1
+        # The tasks mtdnn trained are the plan that the HF Trainer runs follow.
+        assert results[m]["tasks"] == {k: v for k, v in plan.items() if v}
+    assert [run["name"] for run in results["hf-dynamic"]["runs"]] == [k for k, v in plan.items()
+                                                                      if v]
+    # The fused kernel by default; the unfused method is torch's default implementation.
+    assert results["mtdnn"]["optimizer"] == "AdamW(fused=True, foreach=None)"
+    assert results["mtdnn-unfused"]["optimizer"] == "AdamW(fused=None, foreach=None)"
+
+
+# ---- bench_overhead ----------------------------------------------------------------------------
+
+
+def test_overhead_child_gives_every_component(speed_spec, tmp_path, one_thread):
+    _, _, path = speed_spec
+    cfg = {"spec": str(path), "log_every": 1, "output_dir": str(tmp_path / "out")}
+    r = _run_child(bo, cfg, tmp_path, "mix")
+    assert len(r["fetch"]) == len(r["collate_s"]) == len(r["opt_start"]) == STEPS
+    assert r["optimizer"] == "AdamW(fused=True, foreach=None)"
+    m = bo.breakdown(r)
+    assert set(bo.COMPONENTS) <= set(m)
+    assert all(math.isfinite(v) for v in m.values())
+    assert 0 < m["collate"] <= m["data"] and m["optimizer"] > 0 and m["bookkeeping"] > 0
+    assert m["model"] > 0  # what is left of the step once the others are taken out
+    assert m["step"] == pytest.approx(m["model"] + m["optimizer"] + m["data"] + m["bookkeeping"])
+    # The log record of every step (log_every=1) is part of what is measured.
+    records = bc.read_train_log(tmp_path / "out" / "train_log.jsonl")
+    assert [r["step"] for r in records if "elapsed_s" in r] == list(range(1, STEPS + 1))
+
+
+# ---- bench_strategies --------------------------------------------------------------------------
+
+
+def _quality_overrides(tiny_bert: str, glue: Path, tasks: list[str]) -> list[str]:
+    return bc.base_overrides(glue_dir=str(glue), encoder=tiny_bert, seed=1, lr=1e-4,
+                             batch_size=8, max_seq_length=64, warmup_ratio=0.1,
+                             weight_decay=0.01, tasks=tasks, max_train=16) + \
+        [f"tasks.{t}.max_eval_examples=16" for t in tasks]
+
+
+@pytest.mark.parametrize("name", ["alternating", "continual"])
+def test_strategies_child_counts_what_the_loop_trained(name, tmp_path, tiny_bert, glue,
+                                                       one_thread):
+    tasks = ["rte", "stsb"]
+    budget = bs.Budget(tuple(tasks), {"rte": 1, "stsb": 1}, 1.0)  # 2 steps; stages 1 + 1
+    own = bs.strategy_overrides(name, budget)
+    overrides = _quality_overrides(tiny_bert, glue, tasks) + bs.budget_overrides(own, budget) + \
+        own + [f"output_dir={tmp_path / 'run'}"]
+    cfg = {"strategy": name, "seed": 1, "tasks": tasks, "overrides": overrides,
+           "output_dir": str(tmp_path / "run"), "keep_checkpoints": False,
+           "settings": {"tasks": tasks, "overrides": overrides}}
+    r = _run_child(bs, cfg, tmp_path, name)
+    assert r["status"] == "ok", r.get("error")
+    assert set(r["metrics"]) == set(tasks)
+    assert r["steps"] == r["train_batches"] == 2 and r["train_rows"] == 16
+    assert r["train_tokens"] > r["train_rows"] and r["train_s"] > 0
+    if name == "continual":  # stage 1 trains stsb, stage 2 adds rte; both are scored after it
+        assert list(r["stage_metrics"]) == ["stage-1", "stage-2"]
+        assert set(r["stage_metrics"]["stage-1"]) == {"stsb"}
+        assert set(r["stage_metrics"]["stage-2"]) == set(tasks)
+    else:
+        assert r["loop_s"] is not None
+    assert not list((tmp_path / "run").rglob("best"))  # keep_checkpoints=False
+
+
+# ---- bench_quality -----------------------------------------------------------------------------
+
+
+def test_quality_sizes_and_multi_then_finetune_children(tmp_path, tiny_bert, glue, one_thread):
+    tasks = ["rte", "stsb"]
+    sizes = bc.split_sizes(str(glue), tasks, 16, tiny_bert, 64)
+    assert sizes.train_rows == {"rte": 16, "stsb": 16}
+    assert sizes.dev_rows["rte"] > 16 and all(v > 0 for v in sizes.train_tokens.values())
+    args = bq.parse_args(["--tasks", *tasks, "--seeds", "1", "--epochs", "1", "--ft-epochs",
+                          "1", "--max-train", "16", "--encoder", tiny_bert, "--glue-dir",
+                          str(glue), "--batch-size", "8", "--max-seq-length", "64"])
+    base = dict(glue_dir=str(glue), encoder=tiny_bert, batch_size=8, max_seq_length=64,
+                warmup_ratio=0.1, weight_decay=0.01, tasks=tasks, max_train=16)
+    results = {}
+    for method in ("mtdnn-multi", "mtdnn-multi+ft"):
+        cfg = bq.unit_config(args, method, 1, tmp_path, base)
+        cfg["overrides"] += [f"tasks.{t}.max_eval_examples=16" for t in tasks]
+        results[method] = _run_child(bq, cfg, tmp_path, bq.slug(method))
+    multi, ft = results["mtdnn-multi"], results["mtdnn-multi+ft"]
+    assert set(multi["metrics"]) == set(ft["metrics"]) == set(tasks)
+    assert multi["runs"][0]["steps"] == 4  # 1 epoch of 2 batches of each task
+    assert multi["train_s"] > 0 and set(multi["runs"][0]["loss"]) <= set(tasks)
+    assert [run["tasks"] for run in ft["runs"]] == [["rte"], ["stsb"]]
+
+
+# ---- end to end --------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_throughput_end_to_end_with_the_unfused_method(tmp_path, tiny_bert, glue):
+    """The parent and its child processes, as `--methods ...,mtdnn-unfused` runs them."""
+    out = tmp_path / "throughput.md"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPTS / "bench_throughput.py"), "--encoder", tiny_bert,
+         "--glue-dir", str(glue), "--tasks", "rte,stsb", "--max-rows-per-task", "24",
+         "--batch-size", "8", "--max-seq-length", "64", "--steps", str(STEPS), "--repeats", "1",
+         "--methods", "hf-dynamic,mtdnn,mtdnn-unfused", "--out", str(out)],
+        capture_output=True, text=True, cwd=REPO, check=False, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text(encoding="utf-8")
+    assert "- `mtdnn`: (c) mtdnn multi-task; optimizer AdamW(fused=True, foreach=None)" in text
+    assert "; optimizer AdamW(fused=None, foreach=None)" in text
+    assert "| mtdnn-unfused/hf-dynamic |" in text and "warning" not in proc.stdout
