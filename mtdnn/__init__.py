@@ -27,7 +27,8 @@ _EXPORTS = {
     "compute_metrics": "mtdnn.metrics", "load_metric": "mtdnn.metrics",
     "finetune_spec": "mtdnn.finetune", "train_stages": "mtdnn.continual",
     "StagesResult": "mtdnn.continual", "push_to_hub": "mtdnn.hub",
-    "write_glue_submission": "mtdnn.submission",
+    "write_glue_submission": "mtdnn.submission", "compare": "mtdnn.compare",
+    "CompareResult": "mtdnn.compare",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -62,6 +62,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from mtdnn.compare import compare
+    from mtdnn.spec import load_spec
+
+    spec = load_spec(args.spec, args.overrides, tasks=_split_list(args.tasks))
+    helpers = [x for x in args.helpers.split(",") if x] if args.helpers is not None else None
+    result = compare(spec, _split_list(args.targets) or [], helpers=helpers, seeds=args.seeds,
+                     routes=_split_list(args.routes), ft_epochs=args.ft_epochs,
+                     ft_learning_rate=args.ft_learning_rate, output_dir=args.output_dir,
+                     progress=not args.no_progress, keep_checkpoints=args.keep_checkpoints)
+    print(f"report: {result.output_dir / 'report.md'} (and report.json, report.png)")
+    return 0
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from mtdnn.finetune import finetune_spec
     from mtdnn.trainer import train
@@ -146,7 +160,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
     # reads HF_TOKEN or the token saved by `hf auth login`.
     result = push_to_hub(args.checkpoint, args.repo_id, task=args.task, private=args.private,
                          revision=args.revision, dry_run=args.dry_run,
-                         staging_dir=args.staging_dir)
+                         staging_dir=args.staging_dir, trust_remote_code=args.trust_remote_code)
     if args.dry_run:
         print(f"staged {result} (dry run: nothing uploaded)")
     else:
@@ -177,6 +191,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue a stopped run: from its newest checkpoint, or from CHECKPOINT "
                         "(a spec with stages: finished stages are skipped; no CHECKPOINT)")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("compare", help="single-task vs multi-task (+ fine-tuning) on target tasks, "
+                                        "over seeds, with paired intervals",
+                       description="Trains each target alone (single), the targets with the "
+                       "helpers (multi), multi's checkpoint fine-tuned per target (multi+ft), and "
+                       "single's checkpoint trained for the same extra epochs (single+extra), for "
+                       "every seed; then reports paired differences to single with 95%% intervals. "
+                       "Finished runs are stored: running it again continues where it stopped.")
+    p.add_argument("spec", help="the YAML task spec (its settings apply to every run)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="spec overrides")
+    p.add_argument("--targets", required=True, help="comma-separated tasks to compare on")
+    p.add_argument("--helpers", help="comma-separated tasks trained in the multi run only "
+                                     "(default: every other task of the spec; '' for none)")
+    p.add_argument("--tasks", help="comma-separated subset of the spec's tasks")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--routes", default=",".join(("single", "multi", "multi+ft", "single+extra")),
+                   help="comma-separated subset of single,multi,multi+ft,single+extra")
+    p.add_argument("--ft-epochs", type=float, default=1.0,
+                   help="epochs of the fine-tuning stage (and single+extra's extra epochs)")
+    p.add_argument("--ft-learning-rate", type=float,
+                   help="its learning rate (default: half the spec's)")
+    p.add_argument("--output-dir", help="default: <the spec's output_dir>/compare")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="keep every run's checkpoints (default: only the ones runs start from)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("finetune", help="further fine-tune one task from a multi-task checkpoint")
     p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")
@@ -242,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--revision", help="push to this branch (created when missing)")
     p.add_argument("--dry-run", action="store_true", help="stage the folder only, upload nothing")
     p.add_argument("--staging-dir", help="stage here (a new or empty directory) and keep it")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run code shipped with the checkpoint's encoder (with --task; trusted "
+                        "sources only)")
     p.set_defaults(func=_cmd_push)
     return parser
 

@@ -79,7 +79,7 @@ def cagrad_weights(gram: np.ndarray, c: float) -> np.ndarray:
     one with the smallest F is the minimum. Exact whenever the task gradients are linearly
     independent (in practice always: D ≫ K); otherwise the best candidate found. Cost: 2^K - 1
     small solves (about 1 ms for 4 tasks, 0.1 s for 10; the spec allows at most
-    `mtdnn.spec.MAX_CAGRAD_TASKS`).
+    `max_tasks` of cagrad in `mtdnn.methods`).
 
     Returns:
         w (K,), float64.

@@ -45,7 +45,8 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 def push_to_hub(checkpoint: str | Path, repo_id: str, task: str | None = None,
                 private: bool = False, revision: str | None = None, dry_run: bool = False,
-                token: str | None = None, staging_dir: str | Path | None = None) -> Path | str:
+                token: str | None = None, staging_dir: str | Path | None = None,
+                trust_remote_code: bool = False) -> Path | str:
     """Stages a checkpoint (or one task's export) with a model card and uploads it.
 
     Args:
@@ -61,6 +62,8 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, task: str | None = None,
         token: a Hub token; None uses HF_TOKEN or the token saved by `hf auth login`.
         staging_dir: stage here (a new or empty directory, kept afterwards); default: a temporary
             directory, removed after an upload.
+        trust_remote_code: run code shipped with the checkpoint's encoder (exporting a task loads
+            the model); only for checkpoints you trust.
 
     Returns:
         The staged folder (dry run), else the URL of the commit.
@@ -75,7 +78,8 @@ def push_to_hub(checkpoint: str | Path, repo_id: str, task: str | None = None,
         validate_repo_id(repo_id)
     except ValueError as e:  # HFValidationError, naming the rule broken
         raise UserError("--repo-id", str(e)) from None
-    staged = stage(checkpoint, task=task, repo_id=repo_id, staging_dir=staging_dir)
+    staged = stage(checkpoint, task=task, repo_id=repo_id, staging_dir=staging_dir,
+                   trust_remote_code=trust_remote_code)
     if dry_run:
         return staged
     try:
@@ -128,7 +132,7 @@ def _commit_message(checkpoint: str | Path, task: str | None) -> str:
 
 
 def stage(checkpoint: str | Path, task: str | None = None, repo_id: str | None = None,
-          staging_dir: str | Path | None = None) -> Path:
+          staging_dir: str | Path | None = None, trust_remote_code: bool = False) -> Path:
     """Builds the folder to upload: the task's export (or a copy of the checkpoint) + README.md.
 
     Raises:
@@ -148,7 +152,7 @@ def stage(checkpoint: str | Path, task: str | None = None, repo_id: str | None =
             raise UserError(target, "the staging directory must be new or empty")
     try:
         if task is not None:
-            export(checkpoint, task, target)
+            export(checkpoint, task, target, trust_remote_code=trust_remote_code)
         else:
             _copy_checkpoint(checkpoint, target)
         (target / "README.md").write_text(card, encoding="utf-8")

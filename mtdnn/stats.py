@@ -13,11 +13,12 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-# Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (to 3 decimals; larger df use
-# the Cornish-Fisher expansion below, within 1e-4 of the exact value).
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
-         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
-         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+# Two-sided 95% quantiles of Student's t, t_{0.975, df}, df = 1..30 (to 6 decimals); larger df
+# use the Cornish-Fisher expansion below, within 1e-4 of the exact value.
+_T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004,
+         2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905, 2.109816,
+         2.100922, 2.093024, 2.085963, 2.079614, 2.073873, 2.068658, 2.063899, 2.059539, 2.055529,
+         2.051831, 2.048407, 2.045230, 2.042272)
 _Z975 = 1.959963984540054
 
 
@@ -45,7 +46,8 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-Metric = Callable[[np.ndarray, np.ndarray], float]  # (row indices, seed position) -> value
+# (row indices, seed position, query id of each row or None) -> the metric on those rows
+Metric = Callable[[np.ndarray, int, "np.ndarray | None"], float]
 
 
 def paired_bootstrap(score_a: Metric, score_b: Metric, n_rows: int, n_seeds: int,
@@ -55,9 +57,10 @@ def paired_bootstrap(score_a: Metric, score_b: Metric, n_rows: int, n_seeds: int
 
     Each replicate draws, for every seed s, one resample of the dev rows (of whole groups, e.g. a
     ranking query's candidates, when `groups` is given) and scores both sides on the same rows:
-    `score_x(rows, s)`. The replicate is the mean over seeds of the paired differences, so the
-    interval reflects the dev set's sampling noise within each seed, not the spread over seeds
-    (that is the t-interval's).
+    `score_x(rows, s, qids)`, where `qids` numbers the drawn groups (a query drawn twice counts
+    as two queries) or is None without groups. The replicate is the mean over seeds of the paired
+    differences, so the interval reflects the dev set's sampling noise within each seed, not the
+    spread over seeds (that is the t-interval's).
 
     Returns:
         (low, high).
@@ -71,12 +74,15 @@ def paired_bootstrap(score_a: Metric, score_b: Metric, n_rows: int, n_seeds: int
     for b in range(resamples):
         diffs = []
         for s in range(n_seeds):
+            qids = None
             if groups is None:
                 rows = rng.integers(0, n_rows, n_rows)
             else:
                 picked = rng.integers(0, len(members), len(members))
                 rows = np.concatenate([members[g] for g in picked])
-            diffs.append(score_a(rows, s) - score_b(rows, s))
+                qids = np.concatenate([np.full(len(members[g]), k)
+                                       for k, g in enumerate(picked)])
+            diffs.append(score_a(rows, s, qids) - score_b(rows, s, qids))
         reps[b] = np.mean(diffs)
     low, high = np.nanpercentile(reps, [2.5, 97.5])
     return float(low), float(high)

@@ -51,6 +51,7 @@ class TaskStream:
                  collator: Any, device: torch.device, instrument: Instrument):
         self.sampler, self.datasets, self.collator = sampler, datasets, collator
         self.device, self.instrument = device, instrument
+        self.rows: dict[str, int] = {}  # this process's training rows (ranking: groups) per task
         self._it = iter(self.sampler)
 
     def __iter__(self) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
@@ -63,6 +64,7 @@ class TaskStream:
         except StopIteration:  # the sampler has moved on to the next epoch by itself
             self._it = iter(self.sampler)
             task, indices = next(self._it)
+        self.rows[task] = self.rows.get(task, 0) + len(indices)
         batch = fetch_batch(self.datasets[task], indices, self.collator, self.device,
                             labels=True, instrument=self.instrument)
         self.instrument.on_train_batch(task, batch, started)
@@ -172,6 +174,10 @@ class StepMode:
         None."""
         return None
 
+    def examples(self) -> dict[str, int]:
+        """The training rows (ranking: groups) this process has run per task since `start`."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -208,6 +214,9 @@ class AlternatingStep(StepMode):
               datasets: Mapping[str, Any], collator: Any, instrument: Instrument) -> None:
         self.model, self.weighting, self.accelerator = model, weighting, accelerator
         self.stream = TaskStream(self.sampler, datasets, collator, accelerator.device, instrument)
+
+    def examples(self) -> dict[str, int]:
+        return dict(self.stream.rows)
 
     def backward(self, step: int) -> Losses:
         losses: Losses = {}
@@ -327,10 +336,13 @@ class JointStep(StepMode):
 
     def start(self, model: Any, weighting: LossWeighting, accelerator: Any,
               datasets: Mapping[str, Any], collator: Any, instrument: Instrument) -> None:
-        streams = {name: TaskStream(s, datasets, collator, accelerator.device, instrument)
-                   for name, s in self.samplers.items()}
-        self.passes = JointPasses(streams, model, weighting, self.surgery, accelerator,
+        self.streams = {name: TaskStream(s, datasets, collator, accelerator.device, instrument)
+                        for name, s in self.samplers.items()}
+        self.passes = JointPasses(self.streams, model, weighting, self.surgery, accelerator,
                                   self.accum)
+
+    def examples(self) -> dict[str, int]:
+        return {name: stream.rows.get(name, 0) for name, stream in self.streams.items()}
 
     def backward(self, step: int) -> Losses:
         return self.passes.backward(step)

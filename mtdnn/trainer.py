@@ -42,7 +42,9 @@ from mtdnn.errors import CheckpointError, SpecError
 from mtdnn.evaluation import evaluate_tasks, majority_baseline, mean_main_metric, results_table
 from mtdnn.instrument import Instrument
 from mtdnn.methods import implementation
+from mtdnn.metrics import main_metric
 from mtdnn.model import MultiTaskModel
+from mtdnn.plots import plot_run
 from mtdnn.prepare import TaskData, load_model_parts, prepare_tasks
 from mtdnn.runlog import RunLog, trackers
 from mtdnn.sharing import make_sharing
@@ -58,6 +60,8 @@ class TrainResult:
     best_step: int | None
     metrics: dict[str, dict[str, dict[str, float]]]  # task -> split -> metric -> value
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    # training rows (ranking: groups) run per task, all processes and resumed parts together
+    examples: dict[str, int] = field(default_factory=dict)
 
 
 def resolve_mixed_precision(setting: str) -> str:
@@ -230,6 +234,16 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         f"train.{k}": v for k, v in vars(t).items() if isinstance(v, (int, float, str, bool))}})
     running = {k: [torch.tensor(v, device=accelerator.device) for v in vs]
                for k, vs in state.running.items()}
+    examples_before = dict(state.examples)  # of the steps before a resume
+
+    def examples_so_far() -> dict[str, int]:
+        local = mode.examples()
+        names = list(trainable)  # every process runs the same tasks: the same keys everywhere
+        counts = torch.tensor([local.get(n, 0) for n in names], device=accelerator.device)
+        if accelerator.num_processes > 1:
+            counts = accelerator.reduce(counts, "sum")
+        return {n: examples_before.get(n, 0) + int(c) for n, c in zip(names, counts.tolist())}
+
     cadence = SaveCadence(spec, accelerator)
 
     # ---- train ----------------------------------------------------------------------------------
@@ -299,6 +313,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
             # Means over ranks, so every rank resumes with the same (global) partial losses.
             state.running = {k: accelerator.reduce(torch.stack(v), "mean").tolist()
                              for k, v in running.items()}
+            state.examples = examples_so_far()
             save_training_state(accelerator, out, state, t.save_total_limit)
             cadence.saved()
         if stopped:
@@ -308,6 +323,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     # ---- finish --------------------------------------------------------------------------------
     metrics = {task: {"dev": m} for task, m in state.best_results.items()}
     baselines: dict[str, dict[str, float]] = {}
+    state.examples = examples_so_far()
     if not stopped:
         if state.best_step is None:  # no dev split anywhere: keep the last model
             state.best_step = step
@@ -319,12 +335,14 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
                      if d.dev_rows is not None and d.train_rows is not None}
         if accelerator.is_main_process:
             write_results(out, state, metrics, baselines)
+            plot_run(out, {name: main_metric(d.info.metrics) for name, d in data.items()})
             accelerator.print(f"\nbest dev results (step {state.best_step}), checkpoint "
                               f"{out / 'best'}:\n\n{results_table(metrics, baselines)}\n")
     log.close()
     accelerator.end_training()
     return TrainResult(output_dir=out, best_dir=None if stopped else out / "best",
-                       best_step=state.best_step, metrics=metrics, baselines=baselines)
+                       best_step=state.best_step, metrics=metrics, baselines=baselines,
+                       examples=state.examples)
 
 
 def checkpoint_metrics(step: int, score: float | None, results: dict[str, dict[str, float]],
@@ -341,8 +359,8 @@ def checkpoint_metrics(step: int, score: float | None, results: dict[str, dict[s
 def write_results(out: Path, state: TrainerState, metrics: dict[str, Any],
                   baselines: dict[str, dict[str, float]]) -> None:
     (out / "metrics.json").write_text(json.dumps(
-        {"best_step": state.best_step, "score": state.best_score, "tasks": metrics}, indent=2),
-        encoding="utf-8")
+        {"best_step": state.best_step, "score": state.best_score, "tasks": metrics,
+         "examples": state.examples}, indent=2), encoding="utf-8")
     (out / "results.md").write_text(results_table(metrics, baselines) + "\n", encoding="utf-8")
 
 

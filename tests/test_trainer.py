@@ -51,7 +51,10 @@ def test_train_writes_checkpoint_metrics_log_results_and_spec(tiny_glue_spec, tm
 
     # metrics.json: the best evaluation, every task that has a dev split, its metrics.
     metrics = json.loads((out / "metrics.json").read_text())
-    assert set(metrics) == {"best_step", "score", "tasks"}
+    assert set(metrics) == {"best_step", "score", "tasks", "examples"}
+    # 6 steps of 8 rows (wikiqa: 8 // max_candidates 8 = 1 group a batch), every row counted
+    assert set(metrics["examples"]) == set(METRICS) and metrics["examples"] == result.examples
+    assert sum(metrics["examples"].values()) <= 6 * 8
     assert metrics["best_step"] in (3, 6) and metrics["best_step"] == result.best_step
     assert {t: list(s["dev"]) for t, s in metrics["tasks"].items()} == METRICS
     assert all(isinstance(v, float) for s in metrics["tasks"].values() for v in s["dev"].values())
@@ -152,10 +155,11 @@ def test_gradient_accumulation_counts_optimizer_steps(tiny_glue_spec, tmp_path: 
         spec = load_spec(tiny_glue_spec(tasks="[rte]", steps=6), [
             "train.gradient_accumulation_steps=2", "train.batch_size=4", "train.log_every=1",
             "train.warmup_ratio=0", "train.learning_rate=1e-3"])
-        train(spec, progress=False, instrument=recorder)
+        result = train(spec, progress=False, instrument=recorder)
     finally:
         handle.remove()
     assert len(optimizer_steps) == 6 and recorder.steps == [1, 2, 3, 4, 5, 6]
+    assert result.examples == {"rte": 48}  # 12 micro-batches of 4 rows
     micro_batches = recorder.rows
     assert micro_batches == [4] * 12  # 40 rows: 10 batches of 4, two per optimizer step
     loss_records, _ = read_log(tmp_path / "run")

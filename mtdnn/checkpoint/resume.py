@@ -32,6 +32,8 @@ class TrainerState:
     best_results: dict[str, dict[str, float]] = field(default_factory=dict)
     # the per-task losses of the steps since the last log record (means over processes)
     running: dict[str, list[float]] = field(default_factory=dict)
+    # training rows (ranking: groups) run per task so far, all processes together
+    examples: dict[str, int] = field(default_factory=dict)
     format_version: int = 1
 
     def to_json(self) -> str:
@@ -53,7 +55,7 @@ class TrainerState:
                                         "resume it with the version that wrote it, or start "
                                         "afresh")
         types = {"step": int, "step_mode": str, "step_state": dict, "best_results": dict,
-                 "running": dict}
+                 "running": dict, "examples": dict}
         wrong = [f"{k}: {data[k]!r}" for k, t in types.items() if k in data and
                  (not isinstance(data[k], t) or isinstance(data[k], bool))]
         if not wrong and data["step"] < 0:

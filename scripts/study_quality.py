@@ -1,0 +1,264 @@
+"""The full-budget quality study (BENCHMARKS.md "Quality at full budget"): does multi-task training
+beat single-task training on GLUE targets, and by how much? A wrapper around `mtdnn compare`.
+
+    MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_quality.py            # ~6 h, resumable
+    MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_quality.py --report   # tables only
+
+Design (every figure of the report comes from the stored runs under --out):
+- Encoder: the bundled all-MiniLM-L6-v2. Targets RTE, MRPC, STS-B, CoLA, full training sets;
+  helpers MNLI (the 9,999-row sample), QNLI (9,999-row sample), QQP (the first 10,000 rows of its
+  23,496-row sample). Batch 32, max_seq_length 128, warmup 10%, 2 epochs, proportional sampler:
+  single and multi train each target on the same examples.
+- Every run is scored once, on its final model (no checkpoint picked on dev, so nothing is
+  selected on the reported sets but the learning rate).
+- Learning-rate grid {5e-5, 1e-4, 2e-4}, the same for every arm, on seed 1; each arm's best
+  (mean over targets of the main dev metric) is then run with seeds 2 and 3: mtdnn single, mtdnn
+  multi and the HF Trainer single-task arm (`AutoModelForSequenceClassification`, dynamic padding,
+  group_by_length: run_glue's setup) each at their own best rate.
+- multi+ft: multi's final model, then 1 epoch per target at half the multi rate; single+extra: the
+  same epoch from single's final model (the control for the extra steps).
+- Probe (seed 1): multi without MNLI, for what MNLI brings RTE.
+
+Finished runs are stored (`mtdnn compare` records, and hf/<lr>/<task>/seed-<s>.json); an
+interrupted study continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_common as bc  # noqa: E402
+
+TARGETS = ["rte", "mrpc", "stsb", "cola"]
+HELPERS = ["mnli", "qnli", "qqp"]
+GRID = [5e-5, 1e-4, 2e-4]
+SEEDS = [1, 2, 3]
+EPOCHS = 2.0
+
+
+# What a run of the study is (the options only shrink it, for a smoke test of the script).
+SETUP = {"encoder": bc.MINILM, "epochs": EPOCHS, "max_train": None}
+
+
+def study_spec(glue_dir: str, lr: float, tasks: list[str], out: Path) -> Any:
+    from mtdnn.spec import load_spec
+
+    limits = [f"tasks.{t}.max_train_examples={SETUP['max_train']}" for t in tasks] \
+        if SETUP["max_train"] else ["tasks.qqp.max_train_examples=10000"]
+    return load_spec(Path(bc.REPO) / "task_specs" / "glue.yaml", [
+        f"encoder={SETUP['encoder']}", f"data_dir={glue_dir}", f"output_dir={out}",
+        f"train.learning_rate={lr}", "train.batch_size=32", f"train.epochs={SETUP['epochs']}",
+        "train.warmup_ratio=0.1", "train.report_to=[none]", "train.log_every=20",
+        # one evaluation, at the end: the final model is the one reported
+        "train.eval_every=1000000", *limits], tasks=[t for t in tasks if t])
+
+
+def lr_dir(out: Path, lr: float) -> Path:
+    return out / f"lr-{lr:g}"
+
+
+def run_compare(spec: Any, routes: list[str], seeds: list[int], out: Path, helpers: list[str],
+                lr: float) -> Any:
+    from mtdnn.compare import compare
+
+    return compare(spec, TARGETS, helpers=helpers, seeds=seeds, routes=routes,
+                   ft_epochs=1.0, ft_learning_rate=lr / 2, output_dir=out, resamples=1000)
+
+
+# ---------------------------------------------------------------------------------------------
+# The HF Trainer arm: one target at a time, stored like a compare record
+
+
+def hf_record(spec: Any, task_name: str, seed: int, run_dir: Path) -> dict[str, Any]:
+    import numpy as np
+    from bench_throughput import hf_dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    from mtdnn.data import read_split
+    from mtdnn.metrics import DEFAULT_METRICS, compute_metrics
+    from mtdnn.model import resolve_encoder
+
+    started = time.perf_counter()
+    task, t = spec.task(task_name), spec.train
+    path = resolve_encoder(spec.encoder)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    train_rows, dev_rows = read_split(spec, task, "train"), read_split(spec, task, "dev")
+    train_ds = hf_dataset(train_rows, tokenizer, spec.max_seq_length, False)
+    dev_ds = hf_dataset(dev_rows, tokenizer, spec.max_seq_length, False)
+    steps = math.ceil(t.epochs * bc.batches(len(train_rows), t.batch_size))  # mtdnn's schedule
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
+    args = TrainingArguments(
+        output_dir=str(run_dir), seed=seed, per_device_train_batch_size=t.batch_size,
+        per_device_eval_batch_size=t.eval_batch_size, learning_rate=t.learning_rate,
+        weight_decay=t.weight_decay, adam_beta1=t.adam_betas[0], adam_beta2=t.adam_betas[1],
+        adam_epsilon=t.adam_epsilon, max_grad_norm=t.max_grad_norm or 0.0,
+        lr_scheduler_type=t.scheduler, warmup_steps=int(t.warmup_ratio * steps), max_steps=steps,
+        use_cpu=True, disable_tqdm=True, save_strategy="no", eval_strategy="no",
+        report_to="none", train_sampling_strategy="group_by_length")
+    trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    trainer.train()
+    logits = np.asarray(trainer.predict(dev_ds).predictions)
+    preds = logits.argmax(-1) if task.type == "classification" else logits.reshape(-1)
+    names = list(task.metrics or DEFAULT_METRICS[task.type])
+    metrics = compute_metrics(names, preds, dev_rows.labels)
+    del trainer, model
+    gc.collect()
+    return {"route": "hf-single", "target": task_name, "seed": seed, "status": "ok",
+            "metrics": metrics, "predictions": preds.tolist(),
+            "examples": {task_name: int(t.epochs * len(train_rows))},  # every row each epoch
+            "wall_s": time.perf_counter() - started, "run": f"hf/{task_name}/seed-{seed}"}
+
+
+def run_hf(glue_dir: str, lr: float, seeds: list[int], out: Path) -> None:
+    for seed in seeds:
+        for target in TARGETS:
+            path = out / "hf" / f"lr-{lr:g}" / target / f"seed-{seed}.json"
+            if path.is_file():
+                continue
+            print(f"study: hf-single {target} lr {lr:g} seed {seed}", flush=True)
+            spec = study_spec(glue_dir, lr, [target], out / "hf-run")
+            from mtdnn.spec import spec_from_dict
+
+            data = spec.to_dict()
+            data["seed"] = seed
+            spec = spec_from_dict(data, source=spec.source)
+            record = hf_record(spec, target, seed, out / "hf-run" / target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(record), encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading what is stored
+
+
+def records(root: Path, route: str) -> list[dict[str, Any]]:
+    base = root / "records" / route.replace("+", "-")
+    return [json.loads(p.read_text()) for p in sorted(base.rglob("seed-*.json"))] \
+        if base.is_dir() else []
+
+
+def hf_records(out: Path, lr: float) -> list[dict[str, Any]]:
+    base = out / "hf" / f"lr-{lr:g}"
+    return [json.loads(p.read_text()) for p in sorted(base.rglob("seed-*.json"))] \
+        if base.is_dir() else []
+
+
+def main_score(rows: list[dict[str, Any]], seed: int = 1) -> float:
+    """Mean over targets of the main dev metric of one seed's runs (nan when one is missing)."""
+    from mtdnn.metrics import main_metric
+
+    values = []
+    for target in TARGETS:
+        match = [r for r in rows if r["target"] == target and r["seed"] == seed and
+                 r["status"] == "ok"]
+        if not match:
+            return math.nan
+        values.append(match[0]["metrics"][main_metric(list(match[0]["metrics"]))])
+    return float(sum(values) / len(values))
+
+
+def best_lr(scores: dict[float, float]) -> float | None:
+    known = {lr: s for lr, s in scores.items() if not math.isnan(s)}
+    return max(known, key=known.get) if len(known) == len(scores) else None
+
+
+def final_report(glue_dir: str, out: Path, choice: dict[str, float]) -> str:
+    from mtdnn.compare_report import build_report, write_report
+
+    spec = study_spec(glue_dir, choice["single"], [*TARGETS, *HELPERS], out / "unused")
+    rows = [*records(lr_dir(out, choice["single"]), "single"),
+            *records(lr_dir(out, choice["single"]), "single+extra"),
+            *records(lr_dir(out, choice["multi"]), "multi"),
+            *records(lr_dir(out, choice["multi"]), "multi+ft"),
+            *hf_records(out, choice["hf"])]
+    no_mnli = [dict(r, route="multi-no-mnli") for r in
+               records(out / "probe-no-mnli", "multi")]
+    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli"]
+    settings = {"targets": TARGETS, "helpers": HELPERS, "seeds": SEEDS, "routes": routes,
+                "ft_epochs": 1.0, "ft_learning_rate": choice["multi"] / 2, "spec":
+                "task_specs/glue.yaml (scripts/study_quality.py)", "epochs": EPOCHS,
+                "max_steps": None, "learning_rate": choice["single"], "sampler": "proportional",
+                "caveat": "What this cannot show: every run is scored on its final model, but "
+                          "each arm's learning rate was picked on the same dev sets (seed 1), "
+                          "which favours every arm alike; three seeds bound the seed-to-seed "
+                          "spread only roughly; the result holds for MiniLM-L6, these targets, "
+                          "these helpers and 2 epochs.",
+                "route_text": {
+                    "single": f"each target alone (mtdnn), learning rate {choice['single']:g}",
+                    "multi": f"targets + MNLI, QNLI, QQP in one run, learning rate "
+                             f"{choice['multi']:g}",
+                    "multi+ft": f"multi's final model, then 1 epoch per target at "
+                                f"{choice['multi'] / 2:g}",
+                    "single+extra": f"single's final model, then 1 epoch at "
+                                    f"{choice['single'] / 2:g} (the control)",
+                    "hf-single": f"HF Trainer, one target at a time, learning rate "
+                                 f"{choice['hf']:g}",
+                    "multi-no-mnli": "probe, seed 1: multi without MNLI (targets + QNLI, QQP)"}}
+    report = build_report(spec, settings, [*rows, *no_mnli], resamples=1000)
+    report["lr_grid"] = choice.get("grid", {})
+    return write_report(out / "final", report)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--glue-dir", default=os.environ.get("MTDNN_GLUE_DIR") or bc.default_glue_dir())
+    p.add_argument("--out", default="runs/study", help="where the runs and reports are stored")
+    p.add_argument("--report", action="store_true", help="write the report from stored runs only")
+    # for a smoke test of the script on a tiny model; the study is the defaults
+    p.add_argument("--encoder", default=bc.MINILM, help=argparse.SUPPRESS)
+    p.add_argument("--max-train", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--epochs", type=float, default=EPOCHS, help=argparse.SUPPRESS)
+    p.add_argument("--grid", type=float, nargs="+", default=GRID, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    SETUP.update(encoder=args.encoder, max_train=args.max_train, epochs=args.epochs)
+    bc.child_env()
+    bc.check_glue_dir(args.glue_dir)
+    out = Path(args.out)
+    grid: dict[str, dict[float, float]] = {"single": {}, "multi": {}, "hf": {}}
+    for lr in args.grid:  # phase 1: the grid on seed 1
+        root = lr_dir(out, lr)
+        spec = study_spec(args.glue_dir, lr, [*TARGETS, *HELPERS], root / "runs")
+        if not args.report:
+            run_compare(spec, ["single", "multi"], [1], root, HELPERS, lr)
+            run_hf(args.glue_dir, lr, [1], out)
+        grid["single"][lr] = main_score(records(root, "single"))
+        grid["multi"][lr] = main_score(records(root, "multi"))
+        grid["hf"][lr] = main_score(hf_records(out, lr))
+    choice: dict[str, Any] = {arm: best_lr(scores) for arm, scores in grid.items()}
+    print("study: learning-rate grid (seed 1, mean main dev metric over targets):",
+          json.dumps(grid), "chosen:", choice, flush=True)
+    if None in choice.values():
+        print("study: the grid is not complete; run without --report first")
+        return
+    if not args.report:  # phase 2: the other seeds at each arm's best rate, and the ft routes
+        s_lr, m_lr = choice["single"], choice["multi"]
+        s_spec = study_spec(args.glue_dir, s_lr, [*TARGETS, *HELPERS], lr_dir(out, s_lr))
+        m_spec = study_spec(args.glue_dir, m_lr, [*TARGETS, *HELPERS], lr_dir(out, m_lr))
+        run_compare(s_spec, ["single", "single+extra"], SEEDS, lr_dir(out, s_lr), HELPERS, s_lr)
+        run_compare(m_spec, ["multi", "multi+ft"], SEEDS, lr_dir(out, m_lr), HELPERS, m_lr)
+        run_hf(args.glue_dir, choice["hf"], SEEDS, out)
+        probe = study_spec(args.glue_dir, m_lr, [*TARGETS, "qnli", "qqp"], out / "probe-no-mnli")
+        run_compare(probe, ["multi"], [1], out / "probe-no-mnli", ["qnli", "qqp"], m_lr)
+    choice["grid"] = {arm: {f"{lr:g}": v for lr, v in scores.items()}
+                      for arm, scores in grid.items()}
+    final_report(args.glue_dir, out, choice)
+
+
+if __name__ == "__main__":
+    main()
