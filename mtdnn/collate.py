@@ -56,13 +56,13 @@ class Collator:
         return batch
 
 
-def fetch_batch(dataset: Any, indices: list[int], collator: Collator, device: Any, *,
-                labels: bool, instrument: Any = None) -> dict[str, torch.Tensor]:
+def fetch_batch(dataset: Any, indices: list[int], collator: Any, device: Any,
+                columns: tuple[str, ...], instrument: Any = None) -> dict[str, torch.Tensor]:
     """Rows `indices` of a tokenized split -> a padded batch on `device`: the one batch path of
-    training, evaluation and prediction. `labels`: keep the split's labels (training)."""
-    keys = ("input_ids", "token_type_ids", "labels") if labels else ("input_ids", "token_type_ids")
-    columns = dataset[indices]  # one Arrow read for the whole batch
-    rows = [{k: columns[k][i] for k in keys if k in columns} for i in range(len(indices))]
+    training, evaluation and prediction. `columns`: what the collator takes (the task type's
+    `columns`: with labels for training)."""
+    table = dataset[indices]  # one Arrow read for the whole batch
+    rows = [{k: table[k][i] for k in columns if k in table} for i in range(len(indices))]
     started = time.perf_counter()
     batch = collator(rows)
     if instrument is not None:

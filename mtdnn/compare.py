@@ -168,17 +168,20 @@ def _record_path(root: Path, route: str, target: str, seed: int) -> Path:
     return root / "records" / route.replace("+", "-") / target / f"seed-{seed}.json"
 
 
-def _dev_predictions(best: Path, spec: Spec, target: str) -> list[float]:
+def _dev_predictions(best: Path, spec: Spec, target: str) -> list[Any]:
+    """The best checkpoint's predictions on the target's dev examples (what its metrics score)."""
     from mtdnn.checkpoint import load_model
     from mtdnn.data import read_split
-    from mtdnn.evaluation import logits_of, predictions
-    from mtdnn.features import tokenize
+    from mtdnn.evaluation import outputs_of
 
     model = load_model(best)
-    rows = read_split(spec, spec.task(target), "dev")
-    dataset = tokenize(rows, model.tokenizer, model.max_seq_length, for_training=False)
-    logits = logits_of(model, target, dataset, spec.train.eval_batch_size)
-    return predictions(model.tasks[target].type, logits).tolist()
+    kind, task = model.task_types[target], spec.task(target)
+    examples = read_split(spec, task, "dev")
+    dataset = kind.features(examples, model.tokenizer, model.max_seq_length, for_training=False,
+                            task=task)
+    outputs = outputs_of(model, target, dataset, spec.train.eval_batch_size)
+    predictions = kind.predictions(outputs, dataset, examples)
+    return predictions.tolist() if hasattr(predictions, "tolist") else list(predictions)
 
 
 def compare(spec: Spec, targets: Sequence[str], helpers: Sequence[str] | None = None,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from mtdnn.metrics import DEFAULT_METRICS, compute_metrics, main_metric
+from mtdnn.metrics import main_metric
 from mtdnn.spec import Spec
 from mtdnn.stats import paired_bootstrap, t_interval, verdict
 
@@ -29,23 +29,22 @@ ROUTE_TEXT = {
 }
 
 
-def _dev(spec: Spec, target: str) -> tuple[np.ndarray, np.ndarray | None, str, list[str]]:
+def _dev(spec: Spec, target: str) -> tuple[Any, Any, list[str]]:
+    """A target's dev examples, its type and its metrics."""
     from mtdnn.data import read_split
+    from mtdnn.tasks import task_type
 
     task = spec.task(target)
-    rows = read_split(spec, task, "dev")
-    names = list(task.metrics or DEFAULT_METRICS[task.type])
-    groups = np.asarray(rows.query_ids) if rows.query_ids is not None else None
-    return np.asarray(rows.labels), groups, task.type, names
+    kind = task_type(task.type)
+    return read_split(spec, task, "dev"), kind, list(task.metrics or kind.default_metrics)
 
 
-def _scorer(names: list[str], predictions: np.ndarray, labels: np.ndarray, task_type: str,
-            metric: str, groups: np.ndarray | None):
-    cast = (lambda x: x.astype(np.int64)) if task_type == "classification" else (lambda x: x)
-
+def _scorer(kind: Any, predictions: list[Any], examples: Any, metric: str):
+    """rows (a resample of the dev examples), qids (their renumbered query groups or None) ->
+    the metric on them, scored by the task's type."""
     def score(rows: np.ndarray, qids: np.ndarray | None) -> float:
-        return compute_metrics([metric], cast(predictions[rows]), labels[rows],
-                               qids if groups is not None else None)[metric]
+        picked = kind.subset(examples, rows.tolist(), None if qids is None else qids.tolist())
+        return kind.score([metric], [predictions[i] for i in rows], picked)[metric]
     return score
 
 
@@ -59,7 +58,8 @@ def build_report(spec: Spec, settings: dict[str, Any], records: list[dict[str, A
                               "failed": [{k: r[k] for k in ("route", "target", "seed", "error")}
                                          for r in records if r["status"] != "ok"]}
     for target in settings["targets"]:
-        labels, groups, task_type, names = _dev(spec, target)
+        examples, kind, names = _dev(spec, target)
+        groups = getattr(examples, "query_ids", None)
         main = main_metric(names)
         by_route = {route: {r["seed"]: r for r in ok if r["route"] == route and
                             r["target"] == target} for route in routes}
@@ -80,13 +80,13 @@ def build_report(spec: Spec, settings: dict[str, Any], records: list[dict[str, A
                 mean, lo, hi = t_interval(diffs)
                 boot = (math.nan, math.nan)
                 if seeds:
-                    score = {side: [_scorer(names, np.asarray(runs[s]["predictions"]), labels,
-                                            task_type, metric, groups) for s in seeds]
+                    score = {side: [_scorer(kind, runs[s]["predictions"], examples, metric)
+                                    for s in seeds]
                              for side, runs in (("a", by_route[route]), ("b", single))}
                     boot = paired_bootstrap(
                         lambda rows, s, q, fs=score["a"]: fs[s](rows, q),
                         lambda rows, s, q, fs=score["b"]: fs[s](rows, q),
-                        len(labels), len(seeds), groups=groups, resamples=resamples)
+                        len(examples), len(seeds), groups=groups, resamples=resamples)
                 entry["differences"][route][metric] = {
                     "seeds": seeds, "per_seed": diffs, "mean": mean, "t_interval": [lo, hi],
                     "bootstrap": list(boot)}

@@ -15,7 +15,6 @@ way.
 from __future__ import annotations
 
 import itertools
-from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,8 @@ from mtdnn.records import (
 )
 from mtdnn.spec import Column, FileSource, HubSource, Spec, TaskSpec
 
-__all__ = ["DataError", "Rows", "available_splits", "check_data", "read_split", "read_texts"]
+__all__ = ["DataError", "Rows", "available_splits", "check_data", "read_rows", "read_split",
+           "read_texts"]
 
 _ID_COLUMNS = ("id", "idx", "index")  # read_texts: the row id, when a file has one of these
 
@@ -181,47 +181,14 @@ def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[An
 
 def _make_rows(task: TaskSpec, split: str, where: str, cols: list[list[str]],
                labels: list[Any] | None, ids: list[str]) -> Rows:
+    from mtdnn.tasks import task_type
+
     limit = task.max_train_examples if split == "train" else task.max_eval_examples
-    query_ids = None
-    if task.type == "ranking":
-        # Rows of one query are consecutive or not; the query text identifies the group.
-        seen: dict[str, int] = {}
-        query_ids = [seen.setdefault(q, len(seen)) for q in cols[0]]
-        if limit is not None:  # a limit counts queries, so no query is cut in half
-            keep = [i for i, q in enumerate(query_ids) if q < limit]
-            cols = [[c[i] for i in keep] for c in cols]
-            labels = [labels[i] for i in keep] if labels is not None else None
-            ids = [ids[i] for i in keep]
-            query_ids = [query_ids[i] for i in keep]
-    elif limit is not None:
-        cols = [c[:limit] for c in cols]
-        labels = labels[:limit] if labels is not None else None
-        ids = ids[:limit]
+    cols, labels, ids, query_ids = task_type(task.type).finish_rows(task, split, cols, labels,
+                                                                    ids, limit)
     return Rows(task=task.name, split=split, where=where, text_a=cols[0],
                 text_b=cols[1] if len(cols) > 1 else None, labels=labels, ids=ids,
                 query_ids=query_ids)
-
-
-def _ranking_problem(task: TaskSpec, rows: Rows, raw: list[Any]) -> str | None:
-    """Why listwise training would learn nothing from a ranking train split; None if it learns."""
-    if task.type != "ranking" or rows.split != "train" or rows.labels is None:
-        return None
-    assert rows.query_ids is not None
-    per_query: dict[int, set[int]] = {}
-    for q, relevant in zip(rows.query_ids, rows.labels):
-        per_query.setdefault(q, set()).add(relevant)
-    if any(len(values) == 2 for values in per_query.values()):
-        return None
-    seen = dict(Counter(str(v) for v in raw).most_common(10))
-    positive = task.positive_label
-    if 1 not in rows.labels:
-        return (f"tasks.{task.name}.positive_label is {positive!r}, but no training label equals "
-                f"it (labels seen, with row counts: {seen}), so the task would train nothing "
-                "(set positive_label to the label of a relevant candidate, or fix the rows)")
-    return (f"no query has both a relevant and an irrelevant candidate (positive_label is "
-            f"{positive!r}; labels seen, with row counts: {seen}), so the task would train "
-            f"nothing (each query needs a candidate labelled {positive!r} and one labelled "
-            "otherwise)")
 
 
 def available_splits(spec: Spec, task: TaskSpec) -> list[str]:
@@ -242,18 +209,33 @@ def _read(spec: Spec, task: TaskSpec, split: str) -> tuple[Rows, list[Any]]:
     return _read_hub(task, split, task.hub)
 
 
-def read_split(spec: Spec, task: TaskSpec, split: str) -> Rows:
-    """Reads and checks every row of one split of a task.
+def read_rows(spec: Spec, task: TaskSpec, split: str) -> Rows:
+    """Reads and checks every row of one split of a sentence-level task (one record per row).
 
     Raises:
-        DataError: naming the file, the line and value of each bad row, and the fix; also a ranking
-            train split in which no query has both a relevant and an irrelevant candidate.
+        DataError: naming the file, the line and value of each bad row, and the fix; also a
+            training split the task's type would learn nothing from (a ranking split in which no
+            query has both a relevant and an irrelevant candidate).
     """
+    from mtdnn.tasks import task_type
+
     rows, raw = _read(spec, task, split)
-    problem = _ranking_problem(task, rows, raw)
+    problem = task_type(task.type).training_problem(task, rows, raw)
     if problem:
         raise DataError(rows.where, [problem])
     return rows
+
+
+def read_split(spec: Spec, task: TaskSpec, split: str) -> Any:
+    """Reads and checks every row of one split of a task: the typed examples of its type (`Rows`
+    for sentence-level types).
+
+    Raises:
+        DataError: naming the file, the line and value of each bad row, and the fix.
+    """
+    from mtdnn.tasks import task_type
+
+    return task_type(task.type).read(spec, task, split)
 
 
 def read_texts(path: str | Path, columns: Sequence[str], format: str = "auto"
@@ -315,17 +297,9 @@ def check_data(spec: Spec, splits: Sequence[str] = ("train", "dev", "test")) -> 
             if split not in splits:
                 continue
             try:
-                rows, raw = _read(spec, task, split)
+                counts[task.name][split] = len(read_split(spec, task, split))
             except DataError as e:
                 problems += [f"{e.source}: {p}" for p in e.problems]
-                continue
-            counts[task.name][split] = len(rows)
-            # The short form `mtdnn validate` has always printed; read_split says more.
-            if _ranking_problem(task, rows, raw):
-                problems.append(f"{rows.where}: no query has both a relevant and an "
-                                f"irrelevant candidate (positive_label is "
-                                f"{task.positive_label!r}; is that the right value?)")
     if problems:
         raise DataError(spec.source, problems)
     return counts
-

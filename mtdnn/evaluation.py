@@ -9,75 +9,87 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from mtdnn.metrics import compute_metrics, main_metric
+from mtdnn.metrics import main_metric
 
 if TYPE_CHECKING:
-    from mtdnn.collate import Collator
-    from mtdnn.data import Rows
     from mtdnn.model import MultiTaskModel, TaskInfo
 
 
 @torch.inference_mode()
-def logits_of(model: MultiTaskModel, task: str, dataset: Any, batch_size: int,
-              accelerator: Any = None, collator: Collator | None = None,
-              instrument: Any = None) -> np.ndarray:
-    """The head's outputs (N, outputs) for every row of a tokenized split, in row order.
+def outputs_of(model: MultiTaskModel, task: str, dataset: Any, batch_size: int,
+               accelerator: Any = None, collator: Any = None, instrument: Any = None
+               ) -> list[np.ndarray]:
+    """The head's outputs for every feature of a tokenized split, in dataset order: one array per
+    feature, as the task's type keeps them (`TaskType.outputs`).
 
-    Rows are run sorted by length, longest first (each batch is padded little; an out-of-memory
-    error comes at the first batch), and put back in order. Under several processes each rank
-    scores its own slice (`rank::world`) and the slices are gathered, so every row is counted
-    exactly once.
+    Features are run sorted by length, longest first (each batch is padded little; an
+    out-of-memory error comes at the first batch), and put back in order. Under several processes
+    each rank scores its own slice (`rank::world`) and the slices are gathered, so every feature is
+    counted exactly once.
     """
-    from mtdnn.collate import Collator, fetch_batch
+    from mtdnn.collate import fetch_batch
 
+    kind = model.task_types[task]
     rank, world = (accelerator.process_index, accelerator.num_processes) if accelerator else (0, 1)
     device = accelerator.device if accelerator else next(model.parameters()).device
-    collator = collator or Collator(model.tokenizer.pad_token_id)
+    collator = collator or kind.collator(model.tokenizer)
+    columns = kind.columns(training=False)
     was_training = model.training
     model.eval()
     lengths = np.asarray(dataset["length"])
     order = np.argsort(-lengths, kind="stable")[rank::world]
-    mine: list[tuple[int, list[float]]] = []
+    mine: list[tuple[int, np.ndarray]] = []
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size].tolist()
-        batch = fetch_batch(dataset, idx, collator, device, labels=False, instrument=instrument)
+        batch = fetch_batch(dataset, idx, collator, device, columns, instrument=instrument)
         with accelerator.autocast() if accelerator else contextlib.nullcontext():
             logits = model(task, **batch)["logits"]
-        mine += zip(idx, logits.float().cpu().tolist())
+        mine += zip(idx, kind.outputs(logits, batch))
     model.train(was_training)
     if world > 1:
         from accelerate.utils import gather_object
 
         mine = gather_object(mine)
-    width = model.tasks[task].num_outputs
-    out = np.full((len(dataset), width), np.nan, dtype=np.float64)
+    out: list[Any] = [None] * len(dataset)
     for i, values in mine:
         out[i] = values
-    assert not np.isnan(out).all(axis=1).any(), "evaluation lost rows"
+    assert all(v is not None for v in out), "evaluation lost rows"
     return out
 
 
+def logits_of(model: MultiTaskModel, task: str, dataset: Any, batch_size: int,
+              accelerator: Any = None, collator: Any = None, instrument: Any = None
+              ) -> np.ndarray:
+    """A sentence-level task's outputs as one (N, outputs) float64 array, in row order."""
+    outputs = outputs_of(model, task, dataset, batch_size, accelerator, collator, instrument)
+    return np.stack(outputs).astype(np.float64) if outputs else \
+        np.zeros((0, model.tasks[task].num_outputs))
+
+
 def predictions(task_type: str, logits: np.ndarray) -> np.ndarray:
-    """Logits -> what metrics compare: class ids, or the raw score (regression, ranking)."""
-    return logits.argmax(-1) if task_type == "classification" else logits[:, 0]
+    """A sentence-level type's (N, outputs) logits -> what metrics compare: class ids, or the raw
+    score (regression, ranking)."""
+    from mtdnn.tasks import task_type as get
+
+    return get(task_type).predictions(list(logits), None, None)
 
 
-def evaluate_task(model: MultiTaskModel, info: TaskInfo, dataset: Any, rows: Rows,
-                  accelerator: Any, batch_size: int, collator: Collator | None = None,
+def evaluate_task(model: MultiTaskModel, info: TaskInfo, dataset: Any, rows: Any,
+                  accelerator: Any, batch_size: int, collator: Any = None,
                   instrument: Any = None) -> dict[str, float]:
-    """The task's metrics on one labelled split."""
+    """The task's metrics on one labelled split (its type decodes the outputs and scores)."""
     if rows.labels is None:
         raise ValueError(f"{rows.where}: the {rows.split} split of {info.name!r} has no labels")
-    logits = logits_of(model, info.name, dataset, batch_size, accelerator, collator, instrument)
-    return compute_metrics(info.metrics, predictions(info.type, logits), rows.labels,
-                           rows.query_ids)
+    kind = model.task_types[info.name]
+    outputs = outputs_of(model, info.name, dataset, batch_size, accelerator, collator,
+                         instrument)
+    return kind.score(info.metrics, kind.predictions(outputs, dataset, rows), rows)
 
 
 def mean_main_metric(results: dict[str, dict[str, float]], data: dict[str, Any]) -> float:
@@ -87,22 +99,14 @@ def mean_main_metric(results: dict[str, dict[str, float]], data: dict[str, Any])
     return float(np.mean([results[t][main_metric(data[t].info.metrics)] for t in results]))
 
 
-def majority_baseline(info: TaskInfo, train: Rows, dev: Rows) -> dict[str, float]:
-    """What a model that ignores its input scores: the most frequent training class, the mean
-    training score (a constant: correlation 0), or, for ranking, a random order (mean of 20
-    seeded shuffles)."""
+def majority_baseline(info: TaskInfo, train: Any, dev: Any) -> dict[str, float]:
+    """What a model that ignores its input scores on dev (each task type says what that is: the
+    most frequent training class, the mean training score, a random order, ...)."""
+    from mtdnn.tasks import task_type
+
     if dev.labels is None or train.labels is None:
         return {}
-    n = len(dev)
-    if info.type == "classification":
-        majority = Counter(train.labels).most_common(1)[0][0]
-        return compute_metrics(info.metrics, np.full(n, majority), dev.labels)
-    if info.type == "regression":
-        return compute_metrics(info.metrics, np.full(n, float(np.mean(train.labels))), dev.labels)
-    rng = np.random.default_rng(0)
-    runs = [compute_metrics(info.metrics, rng.random(n), dev.labels, dev.query_ids)
-            for _ in range(20)]
-    return {m: float(np.mean([r[m] for r in runs])) for m in info.metrics}
+    return task_type(info.type).baseline(info.metrics, train, dev)
 
 
 def results_table(metrics: dict[str, dict[str, dict[str, float]]],
@@ -122,12 +126,11 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
 
 
 def evaluate_tasks(model: MultiTaskModel, data: dict[str, Any], accelerator: Any,
-                   batch_size: int, collator: Collator, instrument: Any = None
-                   ) -> dict[str, dict[str, float]]:
+                   batch_size: int, instrument: Any = None) -> dict[str, dict[str, float]]:
     """Dev metrics of every task that has a dev split (`data`: task -> TaskData), during
     training; leaves the model in training mode."""
     results = {name: evaluate_task(model, d.info, d.dev, d.dev_rows, accelerator, batch_size,
-                                   collator, instrument)
+                                   None, instrument)
                for name, d in data.items() if d.dev is not None}
     model.train()
     return results
@@ -192,7 +195,6 @@ def predict_file(checkpoint: str | Path, task: str, input_path: str | Path,
         UserError: an unknown task, the wrong number of text columns, a bad input file.
     """
     from mtdnn.checkpoint import load_model
-    from mtdnn.data import read_texts
     from mtdnn.errors import UserError
 
     output_path = Path(output_path)
@@ -202,13 +204,14 @@ def predict_file(checkpoint: str | Path, task: str, input_path: str | Path,
                                     "preds/rte.jsonl")
     model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     _check_tasks(checkpoint, model, [task])
-    info = model.tasks[task]
-    columns = text_columns or [str(c) for c in info.text_columns]
-    if len(columns) != len(info.text_columns):
-        raise UserError("--text-columns", f"task {task!r} reads {len(info.text_columns)} text "
+    info, kind = model.tasks[task], model.task_types[task]
+    default = kind.input_columns(info)
+    columns = text_columns or default
+    if len(columns) != len(default):
+        raise UserError("--text-columns", f"task {task!r} reads {len(default)} text "
                                           f"column(s), got {columns}")
-    texts, ids = read_texts(input_path, columns)
-    results = model.predict(task, texts, batch_size=batch_size)
+    inputs, ids = kind.read_inputs(input_path, columns)
+    results = model.predict(task, inputs, batch_size=batch_size)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     with open(output_path, "w", encoding="utf-8") as f:
         for row_id, result in zip(ids, results, strict=True):

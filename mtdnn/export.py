@@ -115,11 +115,13 @@ def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
         raise UserError(checkpoint, f"name the task to export (one of {', '.join(known)}), or "
                          "export the shared encoder alone with encoder_only=True (--encoder-only)")
     model_type = _read_model_type(checkpoint)
-    if not encoder_only and model_type not in LAYOUTS:
-        raise UserError(checkpoint, f"cannot export a task head for model_type {model_type!r}: "
-                         f"an exact mapping onto its own classification head is known for "
-                         f"{', '.join(sorted(LAYOUTS))}; export the encoder alone with "
-                         "--encoder-only and put a head on it yourself")
+    if not encoder_only:
+        from mtdnn.tasks import task_type
+
+        kind = task_type(next(t["type"] for t in registry["tasks"] if t["name"] == task))
+        problem = kind.export_problem(model_type)
+        if problem:
+            raise UserError(checkpoint, problem)
     _check_output_dir(output_dir, checkpoint)
 
     model = load_model(checkpoint, trust_remote_code=trust_remote_code)
@@ -127,7 +129,7 @@ def export(checkpoint: str | Path, task: str | None, output_dir: str | Path,
         out_model = model.encoder_for(task) if task is not None else model.encoder
     else:
         assert task is not None
-        out_model = build_classifier(model, task)
+        out_model = model.task_types[task].export(model, task)
     if task is not None and model.task_embedding is not None:
         fold_task_vector(out_model, model, task)
     out_model.eval()
@@ -164,22 +166,21 @@ def _check_output_dir(output_dir: Path, checkpoint: Path) -> None:
                          "directory or empty this one")
 
 
-def task_config(encoder_config: Any, info: TaskInfo) -> Any:
+def task_config(encoder_config: Any, info: TaskInfo, labels: list[str],
+                problem_type: str | None) -> Any:
     """The encoder's config plus what a sequence classifier of this task needs.
 
     Returns:
-        A copy of `encoder_config` with num_labels, id2label, label2id and problem_type set:
-        classification -> its labels, "single_label_classification"; regression and ranking ->
-        one output named "score", "regression" (ranking is exported as a 1-logit scorer: higher
-        means more relevant, what the pipeline returns with no function applied).
+        A copy of `encoder_config` with num_labels, id2label, label2id and problem_type set (the
+        task type's: classification -> its labels, "single_label_classification"; regression
+        and ranking -> one output named "score", "regression": ranking is exported as a 1-logit
+        scorer, higher means more relevant, what the pipeline returns with no function applied).
     """
     config = copy.deepcopy(encoder_config)
-    labels = info.labels if info.type == "classification" else ["score"]
     config.num_labels = len(labels)
     config.id2label = dict(enumerate(labels))
     config.label2id = {label: i for i, label in enumerate(labels)}
-    config.problem_type = ("single_label_classification" if info.type == "classification"
-                           else "regression")
+    config.problem_type = problem_type
     config.architectures = None  # set again by save_pretrained from the class written
     layout = LAYOUTS[config.model_type]
     for key in layout.dropout_keys:
@@ -195,7 +196,8 @@ def task_config(encoder_config: Any, info: TaskInfo) -> Any:
 _LAYER_KEY = re.compile(r"\.layer\.(\d+)\.")  # encoder.layer.<i>. in every architecture of LAYOUTS
 
 
-def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
+def build_classifier(model: MultiTaskModel, task: str, labels: list[str],
+                     problem_type: str | None) -> torch.nn.Module:
     """The architecture's `XForSequenceClassification` holding the shared encoder and one head.
 
     Raises:
@@ -211,7 +213,7 @@ def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
         raise UserError(f"task {task!r}", f"its head uses {info.activation!r}, but {model_type}'s "
                          f"classification head applies {' or '.join(layout.activations)}; the "
                          "export would not give the same outputs (export with --encoder-only)")
-    config = task_config(encoder.config, info)
+    config = task_config(encoder.config, info, labels, problem_type)
     # A head on a lower layer (hierarchical heads): the layers above it are left out, so the
     # exported encoder's last layer is the one the head reads.
     config.num_hidden_layers = model.layer_index[task]
@@ -238,6 +240,18 @@ def build_classifier(model: MultiTaskModel, task: str) -> torch.nn.Module:
     return classifier
 
 
+def probe_batch(config: Any, rows: int = 3, length: int = 16) -> dict[str, torch.Tensor]:
+    """Random token ids (a local generator: no global RNG touched) with one right-padded row:
+    positions and masking must agree too."""
+    generator = torch.Generator().manual_seed(0)
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    ids = torch.randint(0, config.vocab_size, (rows, length), generator=generator)
+    ids[ids == pad] = (pad + 1) % config.vocab_size
+    mask = torch.ones_like(ids)
+    ids[1, 10:], mask[1, 10:] = pad, 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
 def fold_task_vector(target: torch.nn.Module, model: MultiTaskModel, task: str) -> None:
     """Adds the task's embedding vector to every row of `target`'s word embedding table."""
     assert model.task_embedding is not None
@@ -258,16 +272,11 @@ def check_parity(model: MultiTaskModel, exported: torch.nn.Module, task: str) ->
     Raises:
         RuntimeError: the difference exceeds PARITY_TOLERANCE (a bug in the weight mapping).
     """
-    config = exported.config
-    generator = torch.Generator().manual_seed(0)  # a local generator: no global RNG touched
-    pad = config.pad_token_id if config.pad_token_id is not None else 0
-    ids = torch.randint(0, config.vocab_size, (3, 16), generator=generator)
-    ids[ids == pad] = (pad + 1) % config.vocab_size
-    mask = torch.ones_like(ids)
-    ids[1, 10:], mask[1, 10:] = pad, 0  # padded row: positions and masking must agree too
+    kind = model.task_types[task]
+    batch = kind.export_inputs(model, task)
     model.eval()
-    ours = model(task, input_ids=ids, attention_mask=mask)["logits"]
-    theirs = exported(input_ids=ids, attention_mask=mask).logits
+    ours = model(task, **batch)["logits"]
+    theirs = kind.exported_logits(exported, batch)
     diff = (ours - theirs).abs().max().item()
     if not diff <= PARITY_TOLERANCE:
         raise RuntimeError(f"export of task {task!r} does not reproduce the checkpoint: max logit "

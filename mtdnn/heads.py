@@ -1,21 +1,15 @@
-"""Task-type heads and their losses.
+"""Heads: the small networks on top of the shared encoder. Which one a task gets, and its loss,
+is its task type's choice (mtdnn.tasks).
 
-Every head reads the first token's final hidden state ([CLS] / <s>) and is the same small network,
-`dropout -> dense -> activation -> dropout -> linear`: the shape of RoBERTa's classification head,
-and of BERT's pooler followed by its classifier. Keeping that shape is what lets a task be exported
-as a plain `AutoModelForSequenceClassification` with identical outputs.
-
-| task type      | outputs per sequence | loss                                                    |
-|----------------|----------------------|---------------------------------------------------------|
-| classification | one per label        | cross-entropy                                           |
-| regression     | 1                    | mean squared error                                      |
-| ranking        | 1 (a candidate score)| softmax cross-entropy over a query's candidates (MT-DNN)|
+`TaskHead` reads the first token's hidden state ([CLS] / <s>) and is `dropout -> dense ->
+activation -> dropout -> linear`: the shape of RoBERTa's classification head, and of BERT's pooler
+followed by its classifier. Keeping that shape is what lets a sentence-level task be exported as
+a plain `AutoModelForSequenceClassification` with identical outputs.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 ACTIVATIONS = {"tanh": nn.Tanh, "gelu": nn.GELU, "relu": nn.ReLU}
@@ -41,33 +35,28 @@ class TaskHead(nn.Module):
         return self.out_proj(self.dropout(x))
 
 
-def group_scores(scores: torch.Tensor, group_sizes: torch.Tensor) -> torch.Tensor:
-    """Flat candidate scores (N,) of consecutive groups -> (B, max group size), padded with -inf."""
-    sizes = group_sizes.tolist()
-    padded = scores.new_full((len(sizes), max(sizes)), float("-inf"))
-    mask = torch.arange(max(sizes), device=scores.device)[None, :] < group_sizes[:, None]
-    padded[mask] = scores
-    return padded
-
-
 def task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor,
               group_sizes: torch.Tensor | None = None) -> torch.Tensor:
-    """The mean loss of a batch of one task, in fp32 whatever the autocast dtype."""
-    logits = logits.float()
-    if task_type == "classification":
-        return F.cross_entropy(logits, labels)
-    if task_type == "regression":
-        return F.mse_loss(logits.squeeze(-1), labels.float())
-    if task_type == "ranking":
-        if group_sizes is None:
-            raise ValueError("ranking loss needs group_sizes (candidates per query)")
-        # Listwise: softmax over each query's candidates, the relevant one is the target.
-        return F.cross_entropy(group_scores(logits.squeeze(-1), group_sizes), labels)
-    raise ValueError(f"unknown task type {task_type!r}")
+    """The mean loss of a batch of one task type, in fp32 whatever the autocast dtype (the loss
+    is the type's: mtdnn.tasks)."""
+    from mtdnn.tasks import task_type as get
+
+    batch = {} if group_sizes is None else {"group_sizes": group_sizes}
+    return get(task_type).loss(logits, labels, batch)
 
 
 def predictions(task_type: str, logits: torch.Tensor) -> torch.Tensor:
-    """Logits -> what metrics compare: class ids, or the raw score (regression, ranking)."""
-    if task_type == "classification":
-        return logits.argmax(-1)
-    return logits.squeeze(-1).float()
+    """Logits of sentence-level types -> what metrics compare: class ids, or the raw score."""
+    from mtdnn.tasks import task_type as get
+
+    out = torch.as_tensor(get(task_type).predictions(list(logits.detach().float().cpu().numpy()),
+                                                     None, None))
+    return out.float() if out.is_floating_point() else out
+
+
+def __getattr__(name: str):
+    if name == "group_scores":  # it lives with the ranking type now
+        from mtdnn.tasks.ranking import group_scores
+
+        return group_scores
+    raise AttributeError(name)

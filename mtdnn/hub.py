@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from mtdnn.errors import UserError
+from mtdnn.tasks import task_type
 
 if TYPE_CHECKING:
     from mtdnn.model import TaskInfo
@@ -35,11 +36,6 @@ if TYPE_CHECKING:
 METRIC_NAMES = {"accuracy": "Accuracy", "f1": "F1", "matthews_correlation": "Matthews Correlation",
                 "pearson": "Pearson", "spearmanr": "Spearman", "map": "MAP", "mrr": "MRR",
                 "p@1": "P@1"}
-# Hub task ids: classification and regression heads are both sequence classifiers; a ranking head
-# scores (query, candidate) pairs, what the Hub calls text-ranking.
-HUB_TASKS = {"classification": ("text-classification", "Text Classification"),
-             "regression": ("text-classification", "Text Classification"),
-             "ranking": ("text-ranking", "Text Ranking")}
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 
 
@@ -280,16 +276,17 @@ def model_card(checkpoint: str | Path, task: str | None = None, repo_id: str | N
     name = (repo_id or checkpoint.resolve().name).split("/")[-1]
 
     meta: dict[str, Any] = {"library_name": "transformers" if task else "mtdnn"}
-    hub_tasks = sorted({HUB_TASKS[i.type][0] for i in shown})
+    hub_tasks = sorted({task_type(i.type).pipeline_tag for i in shown})
     meta["tags"] = ["mtdnn", "multi-task", *hub_tasks]
     if task:
-        meta["pipeline_tag"] = HUB_TASKS[infos[task].type][0]
+        meta["pipeline_tag"] = task_type(infos[task].type).pipeline_tag
     datasets = sorted({spec.task(i.name).hub.path for i in shown if spec.task(i.name).hub})
     if datasets:
         meta["datasets"] = datasets
     if _is_hub_id(spec.encoder):  # a local path is no Hub model to link to
         meta["base_model"] = spec.encoder
-    entries = [{"task": {"type": HUB_TASKS[i.type][0], "name": HUB_TASKS[i.type][1]},
+    entries = [{"task": {"type": task_type(i.type).pipeline_tag,
+                         "name": task_type(i.type).pipeline_name},
                 "dataset": _dataset(spec, i.name),
                 "metrics": [{"type": m, "value": v, "name": METRIC_NAMES.get(m, m)}
                             for m, v in results[i.name].items()]}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -201,11 +201,40 @@ METRICS: dict[str, Callable[..., float]] = {
     "mrr": mean_reciprocal_rank,
     "p@1": precision_at_1,
 }
-DEFAULT_METRICS: dict[str, list[str]] = {
-    "classification": ["accuracy"],
-    "regression": ["pearson", "spearmanr"],
-    "ranking": ["map", "mrr", "p@1"],
+# What each metric compares, for its offline `evaluate` module: (prediction dtype, reference
+# dtype, whether it takes query groups).
+METRIC_INPUTS: dict[str, tuple[str, str, bool]] = {
+    "accuracy": ("int64", "int64", False), "f1": ("int64", "int64", False),
+    "matthews_correlation": ("int64", "int64", False),
+    "pearson": ("float64", "float64", False), "spearmanr": ("float64", "float64", False),
+    "map": ("float64", "int64", True), "mrr": ("float64", "int64", True),
+    "p@1": ("float64", "int64", True),
 }
+
+
+class _DefaultMetrics(Mapping[str, list[str]]):
+    """task type -> its default metrics (`TaskType.default_metrics`, mtdnn/tasks)."""
+
+    def __getitem__(self, name: str) -> list[str]:
+        from mtdnn.tasks import task_type
+
+        try:
+            return list(task_type(name).default_metrics)
+        except ValueError:
+            raise KeyError(name) from None
+
+    def __iter__(self) -> Iterator[str]:
+        from mtdnn.tasks import names
+
+        return iter(names())
+
+    def __len__(self) -> int:
+        from mtdnn.tasks import names
+
+        return len(names())
+
+
+DEFAULT_METRICS: Mapping[str, list[str]] = _DefaultMetrics()
 
 
 def check_metric_names(names: Sequence[str]) -> list[str]:
@@ -269,9 +298,7 @@ def _evaluate_class(name: str) -> type:
     import datasets
     import evaluate
 
-    ranking = name in DEFAULT_METRICS["ranking"]
-    pred_t = "float64" if ranking or name in DEFAULT_METRICS["regression"] else "int64"
-    ref_t = "float64" if name in DEFAULT_METRICS["regression"] else "int64"
+    pred_t, ref_t, ranking = METRIC_INPUTS[name]
     fn = METRICS[name]
     usage = f"predictions: {pred_t} values; references: {ref_t} values"
     if ranking:  # evaluate features are per-example columns; groups go through compute()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtdnn.heads import TaskHead, task_loss
+from mtdnn.tasks import task_type
 
 # Models shipped inside a Python package, found without the Hub (e.g. offline CI). The Hub id stays
 # the name users write; the local copy holds the same weights.
@@ -32,8 +32,8 @@ class TaskInfo:
     """What a checkpoint knows about one task (stored in mtdnn.json)."""
 
     name: str
-    type: str
-    labels: list[str] = field(default_factory=list)  # classification: id -> label
+    type: str  # its task type (mtdnn.tasks)
+    labels: list[str] = field(default_factory=list)  # id -> label (classification, tags, ...)
     text_columns: list[Any] = field(default_factory=list)  # as in the training spec
     metrics: list[str] = field(default_factory=list)
     dropout: float = 0.1
@@ -43,7 +43,9 @@ class TaskInfo:
 
     @property
     def num_outputs(self) -> int:
-        return len(self.labels) if self.type == "classification" else 1
+        from mtdnn.tasks import task_type
+
+        return task_type(self.type).num_outputs(self.labels)
 
     @property
     def is_pair(self) -> bool:
@@ -124,7 +126,8 @@ class MultiTaskModel(nn.Module):
         self.group_encoders = nn.ModuleDict({g: copy.deepcopy(encoder) for g in groups[1:]})
         self.main_group = groups[0] if groups else None
         hidden = encoder.config.hidden_size
-        self.heads = nn.ModuleDict({t.name: TaskHead(hidden, t.num_outputs, t.dropout, t.activation)
+        self.task_types = {t.name: task_type(t.type) for t in tasks}
+        self.heads = nn.ModuleDict({t.name: self.task_types[t.name].head(hidden, t)
                                     for t in tasks})
         # Added to the input embeddings, whose width differs from hidden_size in factorised
         # encoders (ELECTRA, ALBERT).
@@ -143,7 +146,13 @@ class MultiTaskModel(nn.Module):
 
     def encode(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Returns the first token's hidden state at the task's layer (default the last), (B, H)."""
+        """The first token's hidden state at the task's layer (default the last), (B, H)."""
+        return self.hidden_states(task, input_ids, attention_mask, token_type_ids)[:, 0]
+
+    def hidden_states(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token's hidden state at the task's layer (default the last), (B, T, H), through
+        the task's encoder copy and with its task vector added to the input embeddings."""
         encoder = self.encoder_for(task)
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -156,10 +165,10 @@ class MultiTaskModel(nn.Module):
             kwargs["input_ids"] = input_ids
         layer = self.layer_index[task]
         if layer == encoder.config.num_hidden_layers:
-            return encoder(**kwargs).last_hidden_state[:, 0]
+            return encoder(**kwargs).last_hidden_state
         # The layers above still run (transformers has no early exit); their output is unused and
         # gets no gradient from this task.
-        return encoder(**kwargs, output_hidden_states=True).hidden_states[layer][:, 0]
+        return encoder(**kwargs, output_hidden_states=True).hidden_states[layer]
 
     # -- soft parameter sharing ------------------------------------------------------------------
 
@@ -201,16 +210,21 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                 token_type_ids: torch.Tensor | None = None, labels: torch.Tensor | None = None,
-                group_sizes: torch.Tensor | None = None, **_: Any) -> dict[str, torch.Tensor]:
-        """One batch of one task. Returns {"logits"} and, with labels, {"loss"} (unweighted)."""
+                **extra: Any) -> dict[str, torch.Tensor]:
+        """One batch of one task (what its type's collator made). Returns {"logits"} and, with
+        labels, {"loss"} (unweighted); the task's type computes both."""
         if task not in self.heads:
             from mtdnn.spec import unknown_name_message
 
             raise KeyError(unknown_name_message("task", task, self.heads))
-        logits = self.heads[task](self.encode(task, input_ids, attention_mask, token_type_ids))
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask, **extra}
+        if token_type_ids is not None:
+            batch["token_type_ids"] = token_type_ids
+        kind = self.task_types[task]
+        logits = kind.logits(self, task, batch)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = task_loss(self.tasks[task].type, logits, labels, group_sizes)
+            out["loss"] = kind.loss(logits, labels, batch)
         return out
 
     # -- saving and loading (the format: mtdnn/checkpoint.py) ------------------------------------
@@ -263,24 +277,23 @@ class MultiTaskModel(nn.Module):
     # -- inference -------------------------------------------------------------------------------
 
     @torch.inference_mode()
-    def predict(self, task: str, inputs: Sequence[str | Sequence[str]], batch_size: int = 64
+    def predict(self, task: str, inputs: Sequence[Any], batch_size: int = 64
                 ) -> list[dict[str, Any]]:
-        """Scores raw texts with one task's head.
+        """Runs one task's head on raw inputs, in input order (rows run sorted by length).
 
         Args:
             task: a task name held by the model.
-            inputs: strings (single-sentence tasks) or (text_a, text_b) pairs.
-            batch_size: rows per forward pass (rows are run sorted by length).
+            inputs: what its type takes: strings or (text_a, text_b) pairs for sentence-level
+                types (see each type in mtdnn/tasks/ for the others).
+            batch_size: rows per forward pass.
         Returns:
-            One dict per input, in input order: classification {"label", "score",
-            "probabilities"}; regression and ranking {"score"}.
+            One dict per input: classification {"label", "score", "probabilities"}; regression and
+            ranking {"score"}; other types as their module says.
         Raises:
-            UserError: an unknown task, or inputs of the wrong arity.
+            UserError: an unknown task, or inputs the task's type cannot take.
         """
-        from mtdnn.data import Rows
         from mtdnn.errors import UserError
-        from mtdnn.evaluation import logits_of
-        from mtdnn.features import tokenize
+        from mtdnn.evaluation import outputs_of
 
         if task not in self.tasks:
             from mtdnn.spec import unknown_name_message
@@ -288,26 +301,12 @@ class MultiTaskModel(nn.Module):
             raise UserError("predict", unknown_name_message("task", task, self.tasks))
         if self.tokenizer is None:
             raise ValueError("the model has no tokenizer: load it with from_pretrained()")
-        info = self.tasks[task]
-        pairs = [(x,) if isinstance(x, str) else tuple(x) for x in inputs]
-        bad = [i for i, p in enumerate(pairs) if len(p) != len(info.text_columns)]
-        if bad:
-            raise UserError("predict", f"task {task!r} takes {len(info.text_columns)} text(s) "
-                                       f"per input; input {bad[0]} has {len(pairs[bad[0]])}")
-        if not pairs:
+        if not inputs:
             return []
-        columns = [[str(p[i]) for p in pairs] for i in range(len(info.text_columns))]
-        rows = Rows(task=task, split="predict", where="predict", text_a=columns[0],
-                    text_b=columns[1] if len(columns) > 1 else None, labels=None,
-                    ids=[str(i) for i in range(len(pairs))])
-        dataset = tokenize(rows, self.tokenizer, getattr(self, "max_seq_length", 512),
-                           for_training=False, use_cache=False)
-        logits = torch.from_numpy(logits_of(self, task, dataset, batch_size))
-        if info.type != "classification":
-            return [{"score": s} for s in logits[:, 0].tolist()]
-        results = []
-        for row in logits.softmax(-1).tolist():
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append({"label": info.labels[best], "score": row[best],
-                            "probabilities": dict(zip(info.labels, row))})
-        return results
+        info, kind = self.tasks[task], self.task_types[task]
+        examples = kind.examples_from_inputs(info, inputs)
+        dataset = kind.features(examples, self.tokenizer, getattr(self, "max_seq_length", 512),
+                                for_training=False, use_cache=False)
+        outputs = outputs_of(self, task, dataset, batch_size)
+        return kind.decode(info, kind.predictions(outputs, dataset, examples), outputs, dataset,
+                           examples)

@@ -82,7 +82,7 @@ def plot_compare(report: dict[str, Any], path: str | Path) -> Path | None:
     """Each target's paired differences to single (main metric, x100): the mean over seeds with
     its 95% t-interval (thick) and bootstrap interval (thin), one row per route."""
     targets = report["targets"]
-    if not targets:
+    if not targets or not [r for r in report["settings"]["routes"] if r != "single"]:
         return None
     plt = _pyplot()
     if plt is None:

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mtdnn.data import Rows, available_splits, read_split
+from mtdnn.data import available_splits, read_split
 from mtdnn.errors import SpecError
-from mtdnn.features import tokenize
-from mtdnn.metrics import DEFAULT_METRICS
 from mtdnn.model import TaskInfo, load_encoder, resolve_encoder
 from mtdnn.spec import Spec, TaskSpec
+from mtdnn.tasks import task_type
 
 # Encoders whose position ids start after the padding id (RoBERTa's family): max_position_embeddings
 # counts pad_token_id + 1 positions that no token can use.
@@ -32,8 +31,8 @@ class TaskData:
     info: TaskInfo
     train: Any = None  # tokenized datasets.Dataset
     dev: Any = None
-    dev_rows: Rows | None = None
-    train_rows: Rows | None = None
+    dev_rows: Any = None
+    train_rows: Any = None  # the typed examples of its type (Rows for sentence-level types)
 
 
 def head_activation(encoder_config: Any) -> str:
@@ -48,7 +47,7 @@ def task_info(task: TaskSpec, activation: str = "tanh", sharing: str = "hard") -
     group = (task.encoder_group or task.name) if sharing == "soft" else None
     return TaskInfo(name=task.name, type=task.type, labels=list(task.labels),
                     text_columns=list(task.text),
-                    metrics=list(task.metrics or DEFAULT_METRICS[task.type]),
+                    metrics=list(task.metrics or task_type(task.type).default_metrics),
                     dropout=task.dropout, activation=activation, layer=task.layer,
                     encoder_group=group)
 
@@ -139,13 +138,15 @@ def prepare_tasks(spec: Spec, tokenizer: Any, encoder_config: Any, splits=("trai
     tasks: dict[str, TaskData] = {}
     for task in spec.tasks:
         data = TaskData(spec=task, info=task_info(task, activation, spec.train.sharing))
+        kind = task_type(task.type)
         have = available_splits(spec, task)
         if "train" in splits and "train" in have:
             data.train_rows = read_split(spec, task, "train")
-            data.train = tokenize(data.train_rows, tokenizer, spec.max_seq_length,
-                                  for_training=True, max_candidates=task.max_candidates)
+            data.train = kind.features(data.train_rows, tokenizer, spec.max_seq_length,
+                                       for_training=True, task=task)
         if "dev" in splits and "dev" in have:
             data.dev_rows = read_split(spec, task, "dev")
-            data.dev = tokenize(data.dev_rows, tokenizer, spec.max_seq_length, for_training=False)
+            data.dev = kind.features(data.dev_rows, tokenizer, spec.max_seq_length,
+                                     for_training=False, task=task)
         tasks[task.name] = data
     return tasks

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -182,7 +181,7 @@ def _kind(value: Any) -> str:
     return _JSON_KINDS.get(type(value), type(value).__name__)
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     """A value as the file writes it: quoted text, or JSON."""
     if isinstance(value, str):
         text = repr(value)
@@ -194,52 +193,28 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+def typed(value: Any) -> str:
+    """A value with its JSON type, e.g. `true (a JSON boolean)`."""
+    return f"{show(value)} (a JSON {_kind(value)})"
+
+
 def text_problem(name: Column, value: Any) -> str | None:
     """Why a value (from JSON or a Hub column) is not text; numbers are taken as their text."""
     if isinstance(value, str) or (isinstance(value, int | float) and not isinstance(value, bool)):
         return None
-    what = "null" if value is None else f"{_show(value)}, a JSON {_kind(value)}"
+    what = "null" if value is None else f"{show(value)}, a JSON {_kind(value)}"
     return f"text column {name!r} is {what}, not text (write the text as a string)"
 
 
 def _label(task: TaskSpec, index: dict[str, int], value: Any, split: str) -> tuple[Any, str | None]:
-    """A raw label -> (class id / float / 0-1 relevance, None) or (None, the problem)."""
+    """A raw label -> its value (what the task's type makes of it), or (None, the problem)."""
+    from mtdnn.tasks import task_type
+
     if value is None or value is MISSING or value == "":
         return None, f"empty label (every {split} row needs one): fill it in or drop the row"
-    typed = f"{_show(value)} (a JSON {_kind(value)})"
     if isinstance(value, list | dict):
-        return None, f"label {typed} is not one value (give each row a single label)"
-    if task.type == "regression":
-        if isinstance(value, bool):
-            return None, f"label {typed} is not a number (write the score as a number, e.g. 3.5)"
-        try:
-            score = float(value)
-        except ValueError:
-            return None, (f"label {_show(value)} is not a number (regression tasks need numeric "
-                          "labels: write the score as a number, e.g. 3.5)")
-        if not math.isfinite(score):
-            return None, (f"label {_show(value)} is not a finite number (a regression label is a "
-                          "score such as 3.5: fix the row or drop it)")
-        return score, None
-    text = str(value)
-    if task.type == "classification":
-        if text in index:
-            return index[text], None
-        if isinstance(value, str):
-            return None, (f"label {_show(text)} is not in tasks.{task.name}.labels "
-                          f"{list(task.labels)} (add it to the list or fix the row)")
-        return None, (f"label {typed} reads as {_show(text)}, which is not in "
-                      f"tasks.{task.name}.labels {list(task.labels)} (write the label as one of "
-                      f"them, in a JSON string: {json.dumps(task.labels[0])})")
-    positive = task.positive_label
-    # A JSON true or 1.0 never equals positive_label "1": every row would silently be irrelevant.
-    if text != positive and (
-            (isinstance(value, bool) and positive not in ("True", "False")) or
-            (isinstance(value, float) and "." not in positive)):
-        return None, (f"label {typed} reads as {_show(text)}, which can never equal "
-                      f"tasks.{task.name}.positive_label {positive!r} (write relevance as 1/0 or "
-                      f'"1"/"0", or set positive_label)')
-    return int(text == positive), None
+        return None, f"label {typed(value)} is not one value (give each row a single label)"
+    return task_type(task.type).convert_label(task, value, index)
 
 
 def convert_labels(task: TaskSpec, raw: list[Any], where: list[Any], problems: list[str],

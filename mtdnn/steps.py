@@ -44,12 +44,14 @@ Losses = dict[str, list[torch.Tensor]]  # task -> its (unweighted) loss of each 
 
 
 class TaskStream:
-    """Endless (task, batch) pairs: the sampler picks the task and the rows, the collator pads, the
-    batch goes to the device; the instrument sees each batch."""
+    """Endless (task, batch) pairs: the sampler picks the task and the rows, the task's collator
+    pads, the batch goes to the device; the instrument sees each batch."""
 
     def __init__(self, sampler: MultiTaskBatchSampler, datasets: Mapping[str, Any],
-                 collator: Any, device: torch.device, instrument: Instrument):
-        self.sampler, self.datasets, self.collator = sampler, datasets, collator
+                 collators: Mapping[str, tuple[Any, tuple[str, ...]]], device: torch.device,
+                 instrument: Instrument):
+        # collators: task -> (its type's collator, the columns it takes)
+        self.sampler, self.datasets, self.collators = sampler, datasets, collators
         self.device, self.instrument = device, instrument
         self.rows: dict[str, int] = {}  # this process's training rows (ranking: groups) per task
         self._it = iter(self.sampler)
@@ -65,8 +67,9 @@ class TaskStream:
             self._it = iter(self.sampler)
             task, indices = next(self._it)
         self.rows[task] = self.rows.get(task, 0) + len(indices)
-        batch = fetch_batch(self.datasets[task], indices, self.collator, self.device,
-                            labels=True, instrument=self.instrument)
+        collator, columns = self.collators[task]
+        batch = fetch_batch(self.datasets[task], indices, collator, self.device, columns,
+                            instrument=self.instrument)
         self.instrument.on_train_batch(task, batch, started)
         return task, batch
 
@@ -161,7 +164,8 @@ class StepMode:
         return None
 
     def start(self, model: Any, weighting: LossWeighting, accelerator: Any,
-              datasets: Mapping[str, Any], collator: Any, instrument: Instrument) -> None:
+              datasets: Mapping[str, Any], collators: Mapping[str, Any],
+              instrument: Instrument) -> None:
         """Binds the prepared model and the batch sources."""
         raise NotImplementedError
 
@@ -211,9 +215,11 @@ class AlternatingStep(StepMode):
         return self.sampler.describe()
 
     def start(self, model: Any, weighting: LossWeighting, accelerator: Any,
-              datasets: Mapping[str, Any], collator: Any, instrument: Instrument) -> None:
+              datasets: Mapping[str, Any], collators: Mapping[str, Any],
+              instrument: Instrument) -> None:
         self.model, self.weighting, self.accelerator = model, weighting, accelerator
-        self.stream = TaskStream(self.sampler, datasets, collator, accelerator.device, instrument)
+        self.stream = TaskStream(self.sampler, datasets, collators, accelerator.device,
+                                 instrument)
 
     def examples(self) -> dict[str, int]:
         return dict(self.stream.rows)
@@ -335,9 +341,10 @@ class JointStep(StepMode):
         return max(1, math.ceil(batches / len(self.samplers)) // self.accum)
 
     def start(self, model: Any, weighting: LossWeighting, accelerator: Any,
-              datasets: Mapping[str, Any], collator: Any, instrument: Instrument) -> None:
-        self.streams = {name: TaskStream(s, datasets, collator, accelerator.device, instrument)
-                        for name, s in self.samplers.items()}
+              datasets: Mapping[str, Any], collators: Mapping[str, Any],
+              instrument: Instrument) -> None:
+        self.streams = {name: TaskStream(s, datasets, collators, accelerator.device,
+                                         instrument) for name, s in self.samplers.items()}
         self.passes = JointPasses(self.streams, model, weighting, self.surgery, accelerator,
                                   self.accum)
 

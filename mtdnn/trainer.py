@@ -37,7 +37,6 @@ from mtdnn.checkpoint import (
     save_training_state,
     write_checkpoint,
 )
-from mtdnn.collate import Collator
 from mtdnn.errors import CheckpointError, SpecError
 from mtdnn.evaluation import evaluate_tasks, majority_baseline, mean_main_metric, results_table
 from mtdnn.instrument import Instrument
@@ -210,9 +209,10 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     if weighting.state_dict():  # learned weights, loss history: saved with every checkpoint
         accelerator.register_for_checkpointing(weighting)
     unwrapped = accelerator.unwrap_model(model)
-    collator = Collator(tokenizer.pad_token_id)
+    collators = {n: (unwrapped.task_types[n].collator(tokenizer),
+                     unwrapped.task_types[n].columns(training=True)) for n in trainable}
     mode.start(model, weighting, accelerator, {n: d.train for n, d in trainable.items()},
-               collator, instrument)
+               collators, instrument)
     hooks = [WeightingHook(weighting, accelerator), make_sharing(spec, unwrapped)]
 
     state = TrainerState(step=0, step_mode=t.step_mode, step_state={})
@@ -295,8 +295,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
 
         if step % eval_every == 0 or step == total_steps:
             began = time.perf_counter()
-            results = evaluate_tasks(unwrapped, data, accelerator, t.eval_batch_size, collator,
-                                     instrument)
+            results = evaluate_tasks(unwrapped, data, accelerator, t.eval_batch_size, instrument)
             score = mean_main_metric(results, data)
             log.write({"step": step, "score": score, **{
                 f"dev/{task}/{m}": v for task, ms in results.items() for m, v in ms.items()}})

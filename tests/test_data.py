@@ -640,9 +640,10 @@ def test_ranking_train_split_where_no_query_has_both_kinds(tmp_path: Path):
         "no query has both a relevant and an irrelevant candidate (positive_label is '1'; labels "
         "seen, with row counts: {'1': 2, '0': 1}), so the task would train nothing (each query "
         "needs a candidate labelled '1' and one labelled otherwise)"])
-    with pytest.raises(DataError, match=re.escape("no query has both a relevant and an irrelevant "
-                                                  "candidate (positive_label is '1'; is that")):
-        check_data(spec)  # `mtdnn validate` reports it too
+    with pytest.raises(DataError, match=re.escape(
+            "no query has both a relevant and an irrelevant candidate (positive_label is '1'; "
+            "labels seen, with row counts: {'1': 2, '0': 1})")):
+        check_data(spec)  # `mtdnn validate` reports it too, in the same words
 
 
 # --- Hub datasets, without network ---------------------------------------------------------------
@@ -830,8 +831,9 @@ def test_check_data_collects_the_problems_of_all_tasks(tmp_path: Path):
         "the row)",
         f"{b}: line 2: label 'high' is not a number (regression tasks need numeric labels: write "
         "the score as a number, e.g. 3.5)",
-        f"{r}: no query has both a relevant and an irrelevant candidate (positive_label is 'yes'; "
-        "is that the right value?)",
+        f"{r}: tasks.r.positive_label is 'yes', but no training label equals it (labels seen, "
+        "with row counts: {'1': 1, '0': 1}), so the task would train nothing (set positive_label "
+        "to the label of a relevant candidate, or fix the rows)",
     ]
     assert str(e.value).startswith(f"{tmp_path / 'spec.yaml'}: 3 problem(s):\n")
 

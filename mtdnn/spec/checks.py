@@ -31,32 +31,37 @@ class Report(Protocol):
 # Each task
 
 
-def check_text_columns(task: TaskSpec, report: Report) -> None:
-    key = f"tasks.{task.name}.text"
-    if not 1 <= len(task.text) <= 2:
-        report.fail(key, f"expected 1 or 2 text columns, got {len(task.text)}")
-    if task.type == "ranking" and len(task.text) != 2:
-        report.fail(key, "a ranking task needs two columns: [query, candidate]")
+def check_task_type(task: TaskSpec, report: Report) -> None:
+    """What the task's type asks of its settings (text columns, labels, ...: mtdnn/tasks)."""
+    from mtdnn.tasks import task_type
 
-
-def check_labels(task: TaskSpec, report: Report) -> None:
-    key = f"tasks.{task.name}.labels"
-    if task.type == "classification":
-        if len(task.labels) < 2:
-            report.fail(key, "a classification task needs a list of at least 2 labels, "
-                        "e.g. labels: [entailment, not_entailment]")
-        if len(set(task.labels)) != len(task.labels):
-            report.fail(key, f"labels must be unique, got {list(task.labels)}")
-    elif task.labels:
-        report.fail(key, f"only classification tasks take a label list ({task.type} tasks read "
-                    "numbers or relevance)")
+    task_type(task.type).check(task, report)
 
 
 def check_metrics(task: TaskSpec, report: Report) -> None:
-    from mtdnn.metrics import DEFAULT_METRICS, check_metric_names
+    from mtdnn.metrics import check_metric_names
+    from mtdnn.tasks import task_type
 
-    for p in check_metric_names(task.metrics or DEFAULT_METRICS[task.type]):
+    for p in check_metric_names(task.metrics or task_type(task.type).default_metrics):
         report.fail(f"tasks.{task.name}.metrics", p)
+
+
+def check_type_settings(task: TaskSpec, report: Report) -> None:
+    """A setting only other task types read (positive_label on a classification task, ...) is an
+    error naming them, as for the settings of methods that are off."""
+    from mtdnn.tasks import names, task_type
+
+    users: dict[str, list[str]] = {}
+    for name in names():
+        for setting in task_type(name).settings:
+            users.setdefault(setting, []).append(name)
+    for setting, types in users.items():
+        key = f"tasks.{task.name}.{setting}"
+        value = getattr(task, setting)
+        if task.type in types or value == _default(TaskSpec, setting) or report.has_problem(key):
+            continue
+        report.fail(key, f"{_shown(value)} is used by task types {' or '.join(types)} only (this "
+                         f"task is a {task.type} task): remove it")
 
 
 def check_task_numbers(task: TaskSpec, report: Report) -> None:
@@ -71,8 +76,6 @@ def check_task_numbers(task: TaskSpec, report: Report) -> None:
         value = getattr(task, name)
         if value is not None and value < 1:
             report.fail(f"{key}.{name}", f"must be >= 1 or null, got {value}")
-    if task.max_candidates < 2:
-        report.fail(f"{key}.max_candidates", f"must be >= 2, got {task.max_candidates}")
 
 
 def check_layer(task: TaskSpec, report: Report) -> None:
@@ -104,7 +107,7 @@ def check_task_data(task: TaskSpec, report: Report) -> None:
 
 
 TASK_CHECKS: tuple[Callable[[TaskSpec, Report], None], ...] = (
-    check_text_columns, check_labels, check_metrics, check_task_numbers, check_layer,
+    check_task_type, check_metrics, check_type_settings, check_task_numbers, check_layer,
     check_split_names, check_task_data,
 )
 

@@ -14,8 +14,11 @@ from typing import Any, Literal, Union
 
 from mtdnn.methods import names
 from mtdnn.spec.convert import unknown_name_message
+from mtdnn.tasks import names as task_type_names
+from mtdnn.tasks import task_type
 
-TaskType = Literal["classification", "regression", "ranking"]
+# The task types, from their registry (mtdnn/tasks/__init__.py; torch-free).
+TaskType = Literal[task_type_names()]  # type: ignore[valid-type]
 SPLITS = ("train", "dev", "test")
 # A column name, or a 0-based position in headerless files. Union, not `str | int`: the converter
 # reads this alias at run time, where `|` of two types only exists from Python 3.10.
@@ -92,7 +95,7 @@ class TaskSpec:
 
     @property
     def num_labels(self) -> int:
-        return len(self.labels) if self.type == "classification" else 1
+        return task_type(self.type).num_outputs(self.labels)
 
 
 @dataclass(frozen=True)
@@ -194,9 +197,7 @@ class Spec:
         """Training rows per batch of one task (see TaskSpec.batch_size)."""
         if task.batch_size is not None:
             return task.batch_size
-        if task.type == "ranking":
-            return max(1, self.train.batch_size // task.max_candidates)
-        return self.train.batch_size
+        return task_type(task.type).batch_size(task, self.train.batch_size)
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:
