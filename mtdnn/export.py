@@ -252,6 +252,40 @@ def probe_batch(config: Any, rows: int = 3, length: int = 16) -> dict[str, torch
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def build_with_head(model: MultiTaskModel, task: str, auto_class: str, config: Any,
+                    layers: dict[str, torch.nn.Linear]) -> torch.nn.Module:
+    """A plain transformers model (`auto_class`, e.g. "AutoModelForTokenClassification", built
+    from `config`) holding the task's encoder, cut to the layer its head reads, and our head's
+    linear layers copied into its modules: `layers` maps a module path of the export (e.g.
+    "classifier", "qa_outputs", "bert.pooler.dense") to our nn.Linear.
+
+    Raises:
+        RuntimeError: the encoder's weights do not fit the export's base model (a bug).
+    """
+    import transformers
+
+    encoder = model.encoder_for(task)
+    config.num_hidden_layers = model.layer_index[task]
+    exported = getattr(transformers, auto_class).from_config(config)
+    base = exported.base_model
+    kept = {k: v for k, v in encoder.state_dict().items()
+            if not (m := _LAYER_KEY.search(k)) or int(m.group(1)) < config.num_hidden_layers}
+    missing, unexpected = base.load_state_dict(kept, strict=False)
+    prefix = f"{exported.base_model_prefix}."
+    ours_in_base = {f"{path[len(prefix):]}.{p}" for path in layers if path.startswith(prefix)
+                    for p in ("weight", "bias")}
+    missing_encoder = sorted(set(missing) - ours_in_base)
+    if unexpected or missing_encoder:
+        raise RuntimeError(f"encoder weights do not fit {type(exported).__name__}: missing "
+                           f"{missing_encoder}, unexpected {sorted(unexpected)}")
+    with torch.no_grad():
+        for path, ours in layers.items():
+            target = exported.get_submodule(path)
+            target.weight.copy_(ours.weight)
+            target.bias.copy_(ours.bias)
+    return exported
+
+
 def fold_task_vector(target: torch.nn.Module, model: MultiTaskModel, task: str) -> None:
     """Adds the task's embedding vector to every row of `target`'s word embedding table."""
     assert model.task_embedding is not None

@@ -115,3 +115,34 @@ def tokenize(rows: Rows, tokenizer: Any, max_len: int, *, for_training: bool,
     table["labels"] = [0] * len(groups)  # the relevant candidate is first in every group
     table["index"] = [g[0] for g in groups]
     return datasets.Dataset.from_dict(table)
+
+
+def content_key(task: str, split: str, where: str, tokenizer: Any, max_len: int, extra: str,
+                columns: list[list[Any]]) -> str:
+    """A cache key over everything that decides a split's features: the rows' content (any JSON-able
+    values), the tokenizer and its settings, max_len, and `extra` (the task type's settings)."""
+    h = hashlib.sha256()
+    meta = [task, split, where, max_len, extra, type(tokenizer).__name__, tokenizer.name_or_path,
+            len(tokenizer), json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True,
+                                       default=str)]
+    h.update(json.dumps(meta).encode())
+    for col in columns:
+        h.update(json.dumps(col, default=str).encode())
+    return h.hexdigest()[:24]
+
+
+def map_cached(table: dict[str, list[Any]], encode: Any, key: str, name: str, *,
+               use_cache: bool = True, remove_columns: list[str] | None = None) -> Any:
+    """`datasets.Dataset.from_dict(table).map(encode, batched=True)`, cached on disk under `key`
+    (see `content_key`); `name` ("task-split") names the cache file and the progress line."""
+    import datasets
+
+    ds = datasets.Dataset.from_dict(table)
+    path = cache_dir() / "tokenized" / f"{name}-{key}.arrow"
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    return ds.map(encode, batched=True, batch_size=1000, remove_columns=remove_columns or [],
+                  cache_file_name=str(path) if use_cache else None,
+                  load_from_cache_file=use_cache, new_fingerprint=key,
+                  desc=f"tokenizing {name.replace('-', '/', 1)}")
+

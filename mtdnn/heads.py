@@ -35,6 +35,23 @@ class TaskHead(nn.Module):
         return self.out_proj(self.dropout(x))
 
 
+class TokenHead(nn.Module):
+    """A head on every token's hidden state: `dropout -> linear`, the shape of
+    `XForTokenClassification`'s classifier (and, with 2 outputs, of `XForQuestionAnswering`'s
+    qa_outputs, whose dropout is left out at inference like every dropout)."""
+
+    def __init__(self, hidden_size: int, num_outputs: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.out_proj = nn.Linear(hidden_size, num_outputs)
+        nn.init.normal_(self.out_proj.weight, std=0.02)
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        # (B, T, H) -> (B, T, num_outputs)
+        return self.out_proj(self.dropout(hidden))
+
+
 def task_loss(task_type: str, logits: torch.Tensor, labels: torch.Tensor,
               group_sizes: torch.Tensor | None = None) -> torch.Tensor:
     """The mean loss of a batch of one task type, in fp32 whatever the autocast dtype (the loss

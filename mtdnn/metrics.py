@@ -201,6 +201,38 @@ METRICS: dict[str, Callable[..., float]] = {
     "mrr": mean_reciprocal_rank,
     "p@1": precision_at_1,
 }
+
+
+def _lazy(path: str) -> Callable[..., float]:
+    """A metric defined in a task type's module (mtdnn/tasks/*), imported at its first use:
+    `fn(predictions, references, groups=None)` like the others, on that type's predictions."""
+    module, _, name = path.partition(":")
+
+    def metric(predictions: Any, references: Any, groups: Any = None) -> float:
+        import importlib
+
+        return getattr(importlib.import_module(module), name)(predictions, references, groups)
+
+    metric.__name__ = name
+    return metric
+
+
+# The metrics of task types whose predictions are not one number per example (tag sequences,
+# answer texts, label sets).
+METRICS.update({name: _lazy(path) for name, path in {
+    "entity_f1": "mtdnn.tasks.token_classification:entity_f1",
+    "entity_precision": "mtdnn.tasks.token_classification:entity_precision",
+    "entity_recall": "mtdnn.tasks.token_classification:entity_recall",
+    "token_accuracy": "mtdnn.tasks.token_classification:token_accuracy",
+    "exact_match": "mtdnn.tasks.extractive_qa:exact_match",
+    "squad_f1": "mtdnn.tasks.extractive_qa:squad_f1",
+    "has_answer_exact": "mtdnn.tasks.extractive_qa:has_answer_exact",
+    "has_answer_f1": "mtdnn.tasks.extractive_qa:has_answer_f1",
+    "no_answer_exact": "mtdnn.tasks.extractive_qa:no_answer_exact",
+    "micro_f1": "mtdnn.tasks.multilabel:micro_f1",
+    "macro_f1": "mtdnn.tasks.multilabel:macro_f1",
+    "subset_accuracy": "mtdnn.tasks.multilabel:subset_accuracy",
+}.items()})
 # What each metric compares, for its offline `evaluate` module: (prediction dtype, reference
 # dtype, whether it takes query groups).
 METRIC_INPUTS: dict[str, tuple[str, str, bool]] = {
@@ -298,6 +330,9 @@ def _evaluate_class(name: str) -> type:
     import datasets
     import evaluate
 
+    if name not in METRIC_INPUTS:
+        raise ValueError(f"metric {name!r} compares structured predictions (tags, answers, label "
+                         "sets): use mtdnn.metrics.compute_metrics, it has no evaluate module")
     pred_t, ref_t, ranking = METRIC_INPUTS[name]
     fn = METRICS[name]
     usage = f"predictions: {pred_t} values; references: {ref_t} values"

@@ -24,7 +24,7 @@ __all__ = ["MAX_LISTED", "MISSING", "column_getter", "convert_labels", "fail", "
            "read_records", "text_problem"]
 
 MAX_LISTED = 20  # row problems listed per file before "and N more"
-_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl"}
+_FORMATS = {".tsv": "tsv", ".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".conll": "conll"}
 # Whole documents fit in a field: csv's default limit (131072 chars) guards memory, not correctness.
 # 2**31 - 1 is the largest limit every platform's C long takes.
 _FIELD_LIMIT = 2**31 - 1

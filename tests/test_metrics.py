@@ -182,9 +182,14 @@ def test_ranking_requires_groups() -> None:
 
 
 def test_registry_and_compute_metrics() -> None:
-    assert set(M.METRICS) == {
+    assert set(M.METRIC_INPUTS) == {
         "accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "map", "mrr", "p@1"
     }  # fmt: skip
+    # the metrics of structured predictions live with their task types (tests/test_task_*.py)
+    assert set(M.METRICS) - set(M.METRIC_INPUTS) == {
+        "entity_f1", "entity_precision", "entity_recall", "token_accuracy", "exact_match",
+        "squad_f1", "has_answer_exact", "has_answer_f1", "no_answer_exact", "micro_f1",
+        "macro_f1", "subset_accuracy"}
     assert all(n in M.METRICS for names in M.DEFAULT_METRICS.values() for n in names)
     out = M.compute_metrics(["map", "mrr", "p@1"], SCORES, RELS, GROUPS)
     assert out == pytest.approx({"map": 23 / 36, "mrr": 2 / 3, "p@1": 1 / 3})
@@ -223,7 +228,7 @@ def _example(name: str, rng: np.random.Generator) -> tuple[list, list, list | No
     return np.where(rng.random(30) < 0.7, refs, 1 - refs).tolist(), refs.tolist(), None
 
 
-@pytest.mark.parametrize("name", list(M.METRICS))
+@pytest.mark.parametrize("name", list(M.METRIC_INPUTS))
 def test_evaluate_module_matches_numpy(name: str, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     preds, refs, groups = _example(name, np.random.default_rng(0))

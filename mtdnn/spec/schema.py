@@ -45,7 +45,9 @@ class FileSource:
     """One split of a task read from a local file."""
 
     path: str  # relative to the spec's data_dir (or the spec file's folder), or absolute
-    format: Literal["auto", "tsv", "csv", "jsonl"] = "auto"  # auto: from the file extension
+    # auto: from the file extension (.tsv, .csv, .jsonl/.json; a task type may read its own:
+    # conll for token_classification, squad for extractive_qa's nested SQuAD JSON)
+    format: Literal["auto", "tsv", "csv", "jsonl", "conll", "squad"] = "auto"
     header: bool = True  # False: columns are addressed by 0-based position
     text: tuple[Column, ...] | None = None  # overrides the task's text columns for this file
     label: Column | None = None  # overrides the task's label column for this file
@@ -90,6 +92,25 @@ class TaskSpec:
     layer: int | None = None
     # train.sharing=soft: tasks naming the same group share one encoder copy; null: the task's own.
     encoder_group: str | None = None
+    # token_classification: how tags mark entities for the entity metrics. null: seqeval's default
+    # (conlleval) chunking, which reads IOB1 and IOB2 alike; IOB1, IOB2, IOE1, IOE2, IOBES, BILOU:
+    # seqeval's strict mode with that scheme.
+    tag_scheme: Literal["IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU"] | None = None
+    # extractive_qa: long contexts are cut into windows of max_seq_length tokens that overlap by
+    # doc_stride tokens; answers are decoded from the n_best start/end logits, at most
+    # max_answer_length tokens long. allow_no_answer (SQuAD v2.0): a question may have no answer,
+    # predicted when the null score beats the best span by more than null_threshold.
+    doc_stride: int = 128
+    max_answer_length: int = 30
+    n_best: int = 20
+    allow_no_answer: bool = False
+    null_threshold: float = 0.0
+    # multilabel_classification: a row's labels are a JSON list or a string cut at label_separator;
+    # a label is predicted when its sigmoid is >= threshold, or, with tune_threshold, >= the
+    # threshold that maximises that label's F1 on dev (tuned at each evaluation).
+    label_separator: str = ","
+    threshold: float = 0.5
+    tune_threshold: bool = False
     files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
     hub: HubSource | None = None  # used when `files` is empty or the run has no data_dir
 

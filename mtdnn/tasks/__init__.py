@@ -33,6 +33,10 @@ TASK_TYPES: dict[str, str] = {
     "classification": "mtdnn.tasks.classification:Classification",
     "regression": "mtdnn.tasks.regression:Regression",
     "ranking": "mtdnn.tasks.ranking:Ranking",
+    "token_classification": "mtdnn.tasks.token_classification:TokenClassification",
+    "extractive_qa": "mtdnn.tasks.extractive_qa:ExtractiveQA",
+    "multiple_choice": "mtdnn.tasks.multiple_choice:MultipleChoice",
+    "multilabel_classification": "mtdnn.tasks.multilabel:MultilabelClassification",
 }
 
 
