@@ -42,6 +42,7 @@ def outputs_of(model: MultiTaskModel, task: str, dataset: Any, batch_size: int,
     columns = kind.columns(training=False)
     was_training = model.training
     model.eval()
+    batch_size = kind.eval_batch_size(batch_size, dataset)
     lengths = np.asarray(dataset["length"])
     order = np.argsort(-lengths, kind="stable")[rank::world]
     mine: list[tuple[int, np.ndarray]] = []
@@ -120,8 +121,9 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
             base_text = f"{round(100 * base, 2) + 0.0:.2f}" if base is not None else "-"
             lines.append(f"| {task} | {name} | {100 * value:.2f} | {base_text} |")
     lines.append("")
-    lines.append("Values x100. Baseline: most frequent training class (classification), mean "
-                 "training score (regression), random order (ranking).")
+    lines.append("Values x100. Baseline: what a model that ignores its input scores (each task "
+                 "type's: the most frequent training class or answer, the mean training score, a "
+                 "random order; see mtdnn/tasks/).")
     return "\n".join(lines)
 
 
@@ -165,7 +167,6 @@ def evaluate(checkpoint: str | Path, tasks: list[str] | None = None, split: str 
     from mtdnn.checkpoint import load_model, read_spec
     from mtdnn.data import read_split
     from mtdnn.errors import UserError
-    from mtdnn.features import tokenize
 
     model = load_model(checkpoint, trust_remote_code=trust_remote_code)
     names = tasks or list(model.tasks)
@@ -178,7 +179,8 @@ def evaluate(checkpoint: str | Path, tasks: list[str] | None = None, split: str 
             raise UserError(rows.where, f"the {split} split of task {name!r} has no labels to "
                                         "score against (GLUE test sets have none): use --split "
                                         "dev, or `mtdnn predict`")
-        ds = tokenize(rows, model.tokenizer, model.max_seq_length, for_training=False)
+        ds = model.task_types[name].features(rows, model.tokenizer, model.max_seq_length,
+                                             for_training=False, task=spec.task(name))
         out[name] = {split: evaluate_task(model, model.tasks[name], ds, rows, None,
                                           batch_size or spec.train.eval_batch_size)}
     return out

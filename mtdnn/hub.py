@@ -312,8 +312,7 @@ def model_card(checkpoint: str | Path, task: str | None = None, repo_id: str | N
 def _task_section(shown: list[TaskInfo]) -> list[str]:
     lines = ["## Tasks", "", "| task | type | inputs | labels |", "|---|---|---|---|"]
     for i in shown:
-        labels = ", ".join(f"`{x}`" for x in i.labels) if i.labels else \
-            ("a score (higher = more relevant)" if i.type == "ranking" else "a real number")
+        labels = task_type(i.type).card_outputs(i)
         inputs = " + ".join(f"`{c}`" for c in i.text_columns)
         lines.append(f"| {i.name} | {i.type} | {inputs} | {labels} |")
     return lines + [""]
@@ -336,36 +335,16 @@ def _results_section(spec: Spec, shown: list[TaskInfo], results: dict[str, dict[
 
 def _usage_section(shown: list[TaskInfo], task: str | None, repo_id: str) -> list[str]:
     first = shown[0]
-    pair = first.is_pair
     if task is None:
-        example = '[("A man is playing.", "Someone plays.")]' if pair else '["A fine film."]'
+        example = '[("A man is playing.", "Someone plays.")]' if first.is_pair \
+            else '["A fine film."]'
         code = ["from huggingface_hub import snapshot_download",
                 "from mtdnn import MultiTaskModel", "",
                 f'model = MultiTaskModel.from_pretrained(snapshot_download("{repo_id}"))',
                 f'model.predict("{first.name}", {example})']
         note = "Needs `pip install mtdnn`; `model.tasks` lists the heads."
-    elif first.type == "ranking":
-        code = ["import torch",
-                "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
-                f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}").eval()',
-                'query = "how are glacier caves formed?"',
-                'candidates = ["A glacier cave is a cave formed within the ice of a glacier.",',
-                '              "Glaciers cover about 10 percent of the land."]',
-                "batch = tokenizer([query] * len(candidates), candidates, truncation=True,",
-                '                  padding=True, return_tensors="pt")',
-                "with torch.no_grad():",
-                "    scores = model(**batch).logits[:, 0]  # higher = more relevant"]
-        note = "Plain transformers: mtdnn is not needed."
-    else:
-        example = '{"text": "A man is playing.", "text_pair": "Someone plays."}' if pair \
-            else '"A fine film."'
-        code = ["from transformers import pipeline", "",
-                f'classifier = pipeline("text-classification", model="{repo_id}")',
-                f"classifier({example})"]
-        note = "Plain transformers: mtdnn is not needed." + (
-            " The score is the predicted value (no function is applied to a regression "
-            "output)." if first.type == "regression" else "")
+    else:  # the export: plain transformers, as the task's type serves it
+        code, note = task_type(first.type).card_usage(first, repo_id)
     return ["## Usage", "", "```python", *code, "```", "", note, ""]
 
 

@@ -47,6 +47,10 @@ class TaskType:
         """Training items per batch when the task does not set its own."""
         return train_batch_size
 
+    def eval_batch_size(self, batch_size: int, dataset: Any) -> int:
+        """Features per evaluation batch, from `train.eval_batch_size` (sequences)."""
+        return batch_size
+
     # ---- rows and features ---------------------------------------------------------------------
 
     def read(self, spec: Spec, task: TaskSpec, split: str) -> Any:
@@ -138,6 +142,20 @@ class TaskType:
                examples: Any) -> list[dict[str, Any]]:
         """One JSON-able result per example (what `predict` returns and writes)."""
         raise NotImplementedError
+
+    # ---- the model card (mtdnn/hub.py) ---------------------------------------------------------
+
+    def card_outputs(self, info: TaskInfo) -> str:
+        """What the task outputs, for the card's table of tasks."""
+        return ", ".join(f"`{x}`" for x in info.labels) if info.labels else "a real number"
+
+    def card_usage(self, info: TaskInfo, repo_id: str) -> tuple[list[str], str]:
+        """(Python lines, a note): how plain transformers runs the exported task."""
+        example = '{"text": "A man is playing.", "text_pair": "Someone plays."}' if info.is_pair \
+            else '"A fine film."'
+        return (["from transformers import pipeline", "",
+                 f'classifier = pipeline("{self.pipeline_tag}", model="{repo_id}")',
+                 f"classifier({example})"], "Plain transformers: mtdnn is not needed.")
 
     # ---- export ---------------------------------------------------------------------------------
 

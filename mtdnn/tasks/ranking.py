@@ -118,6 +118,23 @@ class Ranking(SequenceTask):
         # Listwise: softmax over each query's candidates, the relevant one is the target.
         return F.cross_entropy(group_scores(logits.float().squeeze(-1), group_sizes), labels)
 
+    def card_outputs(self, info: Any) -> str:
+        return "a score (higher = more relevant)"
+
+    def card_usage(self, info: Any, repo_id: str) -> tuple[list[str], str]:
+        return (["import torch",
+                 "from transformers import AutoModelForSequenceClassification, AutoTokenizer", "",
+                 f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")',
+                 f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}").eval()',
+                 'query = "how are glacier caves formed?"',
+                 'candidates = ["A glacier cave is a cave formed within the ice of a glacier.",',
+                 '              "Glaciers cover about 10 percent of the land."]',
+                 "batch = tokenizer([query] * len(candidates), candidates, truncation=True,",
+                 '                  padding=True, return_tensors="pt")',
+                 "with torch.no_grad():",
+                 "    scores = model(**batch).logits[:, 0]  # higher = more relevant"],
+                "Plain transformers: mtdnn is not needed.")
+
     def baseline(self, metrics: Sequence[str], train: Rows, dev: Rows) -> dict[str, float]:
         from mtdnn.metrics import compute_metrics
 

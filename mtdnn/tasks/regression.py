@@ -43,6 +43,11 @@ class Regression(SequenceTask):
 
         return F.mse_loss(logits.float().squeeze(-1), labels.float())
 
+    def card_usage(self, info: Any, repo_id: str) -> tuple[list[str], str]:
+        code, note = super().card_usage(info, repo_id)
+        return code, note + (" The score is the predicted value (no function is applied to a "
+                             "regression output).")
+
     def baseline(self, metrics: Sequence[str], train: Rows, dev: Rows) -> dict[str, float]:
         from mtdnn.metrics import compute_metrics
 
