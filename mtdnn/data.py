@@ -59,7 +59,7 @@ class Rows:
 # Reading task splits
 
 
-def _scan(where: str, fmt: str, header: list[str] | None, records: Iterator[tuple[int, Any]],
+def scan(where: str, fmt: str, header: list[str] | None, records: Iterator[tuple[int, Any]],
           texts: dict[Column, Any], id_col: Column | None, get_id: Any, get_label: Any, fix: str,
           empty: str):
     """The checked rows of a file: (text columns, raw labels, ids, line numbers, problems)."""
@@ -117,7 +117,7 @@ def _read_file(task: TaskSpec, split: str, source: FileSource) -> tuple[Rows, li
                 raise
     get_id = column_getter(id_col, header, fmt, where, f"{key}.id") if id_col is not None \
         else None
-    cols, raw_labels, ids, lines, problems = _scan(
+    cols, raw_labels, ids, lines, problems = scan(
         where, fmt, header, records, texts, id_col, get_id, get_label,
         f"fix the row, or set {key}.text",
         f"an empty {split} split: fill the file, or remove {key} from the spec")
@@ -277,7 +277,7 @@ def read_texts(path: str | Path, columns: Sequence[str], format: str = "auto"
     id_col = next((k for k in _ID_COLUMNS if k in keys), None)
     texts = {str(c): column_getter(str(c), header, fmt, where, "columns") for c in columns}
     get_id = column_getter(id_col, header, fmt, where, "id") if id_col else None
-    cols, _, ids, _, problems = _scan(where, fmt, header, records, texts, id_col, get_id, None,
+    cols, _, ids, _, problems = scan(where, fmt, header, records, texts, id_col, get_id, None,
                                       fix, "nothing to predict")
     fail(where, problems)
     return list(zip(*cols)), ids

@@ -90,6 +90,7 @@ def evaluate_task(model: MultiTaskModel, info: TaskInfo, dataset: Any, rows: Any
     kind = model.task_types[info.name]
     outputs = outputs_of(model, info.name, dataset, batch_size, accelerator, collator,
                          instrument)
+    rows = kind.calibrate(info, outputs, rows)
     return kind.score(info.metrics, kind.predictions(outputs, dataset, rows), rows)
 
 
@@ -122,8 +123,8 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
             lines.append(f"| {task} | {name} | {100 * value:.2f} | {base_text} |")
     lines.append("")
     lines.append("Values x100. Baseline: what a model that ignores its input scores (each task "
-                 "type's: the most frequent training class or answer, the mean training score, a "
-                 "random order; see mtdnn/tasks/).")
+                 "type's: the most frequent training class, answer or label set, the mean "
+                 "training score, a random order; see mtdnn/tasks/).")
     return "\n".join(lines)
 
 

@@ -40,6 +40,9 @@ class TaskInfo:
     activation: str = "tanh"
     layer: int | None = None  # the encoder layer the head reads (1-based, negative from the top)
     encoder_group: str | None = None  # soft sharing: the encoder copy this task uses
+    # The type's own spec settings (`TaskType.settings`: a multilabel threshold, a QA n_best, ...)
+    # and what it learned on dev (multilabel: the tuned `thresholds`), for predict and export.
+    settings: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_outputs(self) -> int:

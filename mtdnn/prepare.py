@@ -49,7 +49,8 @@ def task_info(task: TaskSpec, activation: str = "tanh", sharing: str = "hard") -
                     text_columns=list(task.text),
                     metrics=list(task.metrics or task_type(task.type).default_metrics),
                     dropout=task.dropout, activation=activation, layer=task.layer,
-                    encoder_group=group)
+                    encoder_group=group,
+                    settings={s: getattr(task, s) for s in task_type(task.type).settings})
 
 
 def _user_error(spec: Spec, key: str, name: str, e: Exception) -> SpecError:

@@ -103,6 +103,12 @@ class TaskType:
         """One numpy array per feature of the batch (what `predictions` decodes)."""
         return list(logits.float().cpu().numpy())
 
+    def calibrate(self, info: TaskInfo, outputs: list[Any], examples: Any) -> Any:
+        """After a labelled split is run, before `predictions`: what the type tunes on it goes
+        into `info.settings` (saved with the next checkpoint); returns the examples to decode
+        (by default: unchanged)."""
+        return examples
+
     def predictions(self, outputs: list[Any], dataset: Any, examples: Any) -> Any:
         """Per-feature outputs (in dataset order) -> one prediction per example, as the metrics
         take them."""
