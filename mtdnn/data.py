@@ -32,8 +32,8 @@ from mtdnn.records import (
 )
 from mtdnn.spec import Column, FileSource, HubSource, Spec, TaskSpec
 
-__all__ = ["DataError", "Rows", "available_splits", "check_data", "read_rows", "read_split",
-           "read_texts"]
+__all__ = ["DataError", "Rows", "available_splits", "check_data", "hub_where", "load_hub_split",
+           "read_rows", "read_split", "read_texts", "scan"]
 
 _ID_COLUMNS = ("id", "idx", "index")  # read_texts: the row id, when a file has one of these
 
@@ -130,17 +130,31 @@ def _read_file(task: TaskSpec, split: str, source: FileSource) -> tuple[Rows, li
     return _make_rows(task, split, where, cols, labels, ids), raw_labels
 
 
-def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[Any]]:
+def hub_where(hub: HubSource) -> str:
+    """A Hub source, as messages name it."""
+    return f"hub dataset {hub.path}" + (f" ({hub.name})" if hub.name else "")
+
+
+def load_hub_split(hub: HubSource, split: str) -> Any:
+    """One split of a Hub dataset (`datasets.load_dataset`), for every task type's reader.
+
+    Raises:
+        DataError: the split cannot be loaded (offline, a wrong name, a missing split).
+    """
     import datasets
 
-    where = f"hub dataset {hub.path}" + (f" ({hub.name})" if hub.name else "")
     try:
-        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split],
-                                   revision=hub.revision)
+        return datasets.load_dataset(hub.path, hub.name, split=hub.splits[split],
+                                     revision=hub.revision)
     except Exception as e:  # the datasets library raises many types for "not reachable/not found"
-        raise DataError(where, [f"split {hub.splits[split]!r} could not be loaded: {e} (offline? "
-                                "set data_dir to a local copy, or check the dataset name)"]
-                        ) from None
+        raise DataError(hub_where(hub), [
+            f"split {hub.splits[split]!r} could not be loaded: {e} (offline? set data_dir to a "
+            "local copy, or check the dataset name)"]) from None
+
+
+def _read_hub(task: TaskSpec, split: str, hub: HubSource) -> tuple[Rows, list[Any]]:
+    where = hub_where(hub)
+    ds = load_hub_split(hub, split)
     key = f"tasks.{task.name}.hub"
     text_cols = hub.text or task.text
     label_col = hub.label if hub.label is not None else task.label

@@ -313,7 +313,7 @@ def _task_section(shown: list[TaskInfo]) -> list[str]:
     lines = ["## Tasks", "", "| task | type | inputs | labels |", "|---|---|---|---|"]
     for i in shown:
         labels = task_type(i.type).card_outputs(i)
-        inputs = " + ".join(f"`{c}`" for c in i.text_columns)
+        inputs = task_type(i.type).card_inputs(i)
         lines.append(f"| {i.name} | {i.type} | {inputs} | {labels} |")
     return lines + [""]
 

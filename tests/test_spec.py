@@ -730,3 +730,16 @@ def test_loading_a_spec_does_not_import_torch():
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 0, r.stderr
+
+
+def test_a_file_format_of_another_task_type_is_refused(tmp_path: Path):
+    (tmp_path / "a.json").write_text("{}")
+    data = {"encoder": "x", "tasks": {"rte": {"type": "classification", "text": ["a"],
+                                               "labels": ["0", "1"],
+                                               "files": {"train": {"path": "a.json",
+                                                                   "format": "squad"}}}}}
+    with pytest.raises(SpecError) as e:
+        spec_from_dict(data, base_dir=tmp_path)
+    assert e.value.problems == [
+        "tasks.rte.files.train.format: 'squad' files are read by task types extractive_qa only "
+        "(this task is a classification task): use tsv, csv or jsonl"]

@@ -628,4 +628,5 @@ def test_model_card_front_matter(run):
     assert meta["model-index"][0]["results"][0]["task"] == {"type": "token-classification",
                                                            "name": "Token Classification"}
     assert 'pipeline("token-classification", model="me/conll-ner",' in card
-    assert "| ner | token_classification | `0` | `O`, `B-PER`," in card
+    assert "| ner | token_classification | a sentence (its words) | a tag per word: `O`, `B-PER`," \
+        in card

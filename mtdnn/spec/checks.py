@@ -64,6 +64,21 @@ def check_type_settings(task: TaskSpec, report: Report) -> None:
                          f"task is a {task.type} task): remove it")
 
 
+def check_file_formats(task: TaskSpec, report: Report) -> None:
+    """A format only some task types read (conll, squad) on a task of another type would be read
+    as something it is not."""
+    from mtdnn.tasks import names, task_type
+
+    readers = {f: [n for n in names() if f in task_type(n).file_formats]
+               for n in names() for f in task_type(n).file_formats}
+    for split, source in task.files.items():
+        types = readers.get(source.format)
+        if types and task.type not in types:
+            report.fail(f"tasks.{task.name}.files.{split}.format",
+                        f"'{source.format}' files are read by task types {' or '.join(types)} "
+                        f"only (this task is a {task.type} task): use tsv, csv or jsonl")
+
+
 def check_task_numbers(task: TaskSpec, report: Report) -> None:
     key = f"tasks.{task.name}"
     if task.loss_weight < 0:
@@ -107,7 +122,8 @@ def check_task_data(task: TaskSpec, report: Report) -> None:
 
 
 TASK_CHECKS: tuple[Callable[[TaskSpec, Report], None], ...] = (
-    check_task_type, check_metrics, check_type_settings, check_task_numbers, check_layer,
+    check_task_type, check_metrics, check_type_settings, check_file_formats, check_task_numbers,
+    check_layer,
     check_split_names, check_task_data,
 )
 

@@ -33,6 +33,8 @@ class TaskType:
     pipeline_tag: ClassVar[str] = "text-classification"  # the Hub's task id (model cards)
     pipeline_name: ClassVar[str] = "Text Classification"
     label_noun: ClassVar[str] = "label"  # what `labels:` lists, for messages
+    # file formats beyond tsv/csv/jsonl that only this type reads (FileSource.format)
+    file_formats: ClassVar[tuple[str, ...]] = ()
 
     # ---- spec ----------------------------------------------------------------------------------
 
@@ -150,6 +152,10 @@ class TaskType:
         raise NotImplementedError
 
     # ---- the model card (mtdnn/hub.py) ---------------------------------------------------------
+
+    def card_inputs(self, info: TaskInfo) -> str:
+        """What the task reads, for the card's table of tasks."""
+        return " + ".join(f"`{c}`" for c in info.text_columns)
 
     def card_outputs(self, info: TaskInfo) -> str:
         """What the task outputs, for the card's table of tasks."""

@@ -317,9 +317,8 @@ class MultilabelClassification(SequenceTask):
         return where, cols, ids, raw, [f"line {n}" for n in lines], problems
 
     def _read_hub(self, spec: Spec, task: TaskSpec, split: str) -> _Split:
-        import datasets
 
-        from mtdnn.data import read_rows
+        from mtdnn.data import load_hub_split, read_rows
         from mtdnn.errors import DataError
 
         hub = task.hub
@@ -331,8 +330,7 @@ class MultilabelClassification(SequenceTask):
         rows = read_rows(spec, bare, split)
         cols = [rows.text_a] + ([rows.text_b] if rows.text_b is not None else [])
         label_col = hub.label if hub.label is not None else task.label
-        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split],
-                                   revision=hub.revision)  # cached by the read above
+        ds = load_hub_split(hub, split)  # cached by the read above
         if label_col is None or label_col not in ds.column_names:
             if label_col is None or split == "test":
                 return rows.where, cols, rows.ids, None, [], []
@@ -423,6 +421,19 @@ class MultilabelClassification(SequenceTask):
                          names=tuple(info.labels), threshold=settings.get("threshold", 0.5),
                          tune=bool(settings.get("tune_threshold")),
                          thresholds=tuple(kept) if kept is not None else None)
+
+    def card_outputs(self, info: Any) -> str:
+        return "a set of " + ", ".join(f"`{x}`" for x in info.labels)
+
+    def card_usage(self, info: Any, repo_id: str) -> tuple[list[str], str]:
+        return (["from transformers import pipeline", "",
+                 f'clf = pipeline("text-classification", model="{repo_id}", '
+                 'function_to_apply="sigmoid", top_k=None)',
+                 'scores = clf("Thanks, that made my day!", truncation=True)',
+                 "limits = clf.model.config.label_thresholds",
+                 'labels = [s["label"] for s in scores if s["score"] >= limits[s["label"]]]'],
+                "Plain transformers: mtdnn is not needed (one sigmoid per label; a label is "
+                "predicted at or above its threshold).")
 
     def decode(self, info: TaskInfo, predictions: Any, outputs: list[Any], dataset: Any,
                examples: Any) -> list[dict[str, Any]]:

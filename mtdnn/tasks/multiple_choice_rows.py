@@ -254,20 +254,11 @@ def _read_file(task: TaskSpec, split: str) -> Choices:
 
 
 def _read_hub(task: TaskSpec, split: str) -> Choices:
-    import datasets
-
-    from mtdnn.data import DataError
+    from mtdnn.data import DataError, hub_where, load_hub_split
 
     hub = task.hub
     assert hub is not None
-    where = f"hub dataset {hub.path}" + (f" ({hub.name})" if hub.name else "")
-    try:
-        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split],
-                                   revision=hub.revision)
-    except Exception as e:  # the datasets library raises many types for "not reachable/not found"
-        raise DataError(where, [f"split {hub.splits[split]!r} could not be loaded: {e} (offline? "
-                                "set data_dir to a local copy, or check the dataset name)"]
-                        ) from None
+    where, ds = hub_where(hub), load_hub_split(hub, split)
     columns = hub.text or task.text
     label_col = hub.label if hub.label is not None else task.label
     id_col = hub.id if hub.id is not None else task.id

@@ -122,6 +122,7 @@ class TokenClassification(TaskType):
     name = "token_classification"
     default_metrics = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
     settings = ("tag_scheme",)
+    file_formats = ("conll",)
     pipeline_tag, pipeline_name = "token-classification", "Token Classification"
     label_noun = "tag"
 
@@ -299,6 +300,12 @@ class TokenClassification(TaskType):
         chunked = not _bad_tags(info.labels, "BILOU") or not _bad_tags(info.labels, None)
         return [{"tags": tags, **({"spans": entity_spans(words, tags)} if chunked else {})}
                 for words, tags in zip(examples.tokens, predictions)]
+
+    def card_inputs(self, info: Any) -> str:
+        return "a sentence (its words)"
+
+    def card_outputs(self, info: Any) -> str:
+        return "a tag per word: " + ", ".join(f"`{x}`" for x in info.labels)
 
     def card_usage(self, info: TaskInfo, repo_id: str) -> tuple[list[str], str]:
         return (["from transformers import pipeline", "",

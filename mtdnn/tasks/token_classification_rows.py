@@ -133,15 +133,9 @@ def _read_jsonl(path: str, text_col: Any, label_col: Any, id_col: Any, split: st
 
 
 def _read_hub(task: TaskSpec, split: str, hub: HubSource, where: str) -> tuple:
-    import datasets
+    from mtdnn.data import load_hub_split
 
-    try:
-        ds = datasets.load_dataset(hub.path, hub.name, split=hub.splits[split],
-                                   revision=hub.revision)
-    except Exception as e:  # the datasets library raises many types for "not reachable/not found"
-        raise DataError(where, [f"split {hub.splits[split]!r} could not be loaded: {e} "
-                                "(offline? set data_dir to a local copy, or check the dataset "
-                                "name)"]) from None
+    ds = load_hub_split(hub, split)
     key = f"tasks.{task.name}.hub"
     text_col = (hub.text or task.text)[0]
     label_col = hub.label if hub.label is not None else task.label
