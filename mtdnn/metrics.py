@@ -217,22 +217,16 @@ def _lazy(path: str) -> Callable[..., float]:
     return metric
 
 
-# The metrics of task types whose predictions are not one number per example (tag sequences,
-# answer texts, label sets).
-METRICS.update({name: _lazy(path) for name, path in {
-    "entity_f1": "mtdnn.tasks.token_classification:entity_f1",
-    "entity_precision": "mtdnn.tasks.token_classification:entity_precision",
-    "entity_recall": "mtdnn.tasks.token_classification:entity_recall",
-    "token_accuracy": "mtdnn.tasks.token_classification:token_accuracy",
-    "exact_match": "mtdnn.tasks.extractive_qa:exact_match",
-    "squad_f1": "mtdnn.tasks.extractive_qa:squad_f1",
-    "has_answer_exact": "mtdnn.tasks.extractive_qa:has_answer_exact",
-    "has_answer_f1": "mtdnn.tasks.extractive_qa:has_answer_f1",
-    "no_answer_exact": "mtdnn.tasks.extractive_qa:no_answer_exact",
-    "micro_f1": "mtdnn.tasks.multilabel:micro_f1",
-    "macro_f1": "mtdnn.tasks.multilabel:macro_f1",
-    "subset_accuracy": "mtdnn.tasks.multilabel:subset_accuracy",
-}.items()})
+def _type_metrics() -> dict[str, Callable[..., float]]:
+    """The metrics task types define in their own modules (`TaskType.metric_functions`), for
+    predictions that are not one number per example (tag sequences, answer texts, label sets)."""
+    from mtdnn.tasks import TASK_TYPES, task_type
+
+    return {name: _lazy(f"{TASK_TYPES[t].partition(':')[0]}:{name}")
+            for t in TASK_TYPES for name in task_type(t).metric_functions}
+
+
+METRICS.update(_type_metrics())
 # What each metric compares, for its offline `evaluate` module: (prediction dtype, reference
 # dtype, whether it takes query groups).
 METRIC_INPUTS: dict[str, tuple[str, str, bool]] = {

@@ -33,6 +33,8 @@ class TaskType:
     pipeline_tag: ClassVar[str] = "text-classification"  # the Hub's task id (model cards)
     pipeline_name: ClassVar[str] = "Text Classification"
     label_noun: ClassVar[str] = "label"  # what `labels:` lists, for messages
+    # metrics defined as functions of this type's module, `fn(predictions, references, groups)`
+    metric_functions: ClassVar[tuple[str, ...]] = ()
     # file formats beyond tsv/csv/jsonl that only this type reads (FileSource.format)
     file_formats: ClassVar[tuple[str, ...]] = ()
 

@@ -246,6 +246,8 @@ class ExtractiveQA(TaskType):
     default_metrics = ("squad_f1", "exact_match")
     settings = ("doc_stride", "max_answer_length", "n_best", "allow_no_answer", "null_threshold")
     file_formats = ("squad",)
+    metric_functions = ("exact_match", "squad_f1", "has_answer_exact", "has_answer_f1",
+                        "no_answer_exact")
     pipeline_tag, pipeline_name = "question-answering", "Question Answering"
     label_noun = "answer"
 

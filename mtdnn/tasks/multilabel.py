@@ -211,6 +211,7 @@ _Split = tuple[str, list[list[str]], list[str], list[Any] | None, list[str], lis
 
 class MultilabelClassification(SequenceTask):
     name = "multilabel_classification"
+    metric_functions = ("micro_f1", "macro_f1", "subset_accuracy")
     default_metrics = ("macro_f1", "micro_f1", "subset_accuracy")
     settings = ("label_separator", "threshold", "tune_threshold")
     problem_type = "multi_label_classification"

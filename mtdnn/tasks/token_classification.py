@@ -123,6 +123,7 @@ class TokenClassification(TaskType):
     default_metrics = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
     settings = ("tag_scheme",)
     file_formats = ("conll",)
+    metric_functions = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
     pipeline_tag, pipeline_name = "token-classification", "Token Classification"
     label_noun = "tag"
 
