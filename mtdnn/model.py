@@ -140,6 +140,10 @@ class MultiTaskModel(nn.Module):
             # Zero at the start: the pretrained encoder sees exactly its usual inputs at step 0.
             nn.init.zeros_(self.task_embedding.weight)
         self.tokenizer = None  # set by from_pretrained / the trainer, used by predict()
+        # Training-only extras, set by the trainer (mtdnn/smart.py): task -> a term added to its
+        # loss, and a function applied to the input embeddings (an adversarial perturbation).
+        self.regularizers: dict[str, Any] = {}
+        self.embedding_hook: Any = None
 
     def encoder_for(self, task: str) -> nn.Module:
         """The encoder (copy) a task runs through."""
@@ -160,10 +164,14 @@ class MultiTaskModel(nn.Module):
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
-        if self.task_embedding is not None:
+        if self.task_embedding is not None or self.embedding_hook is not None:
             embeds = encoder.get_input_embeddings()(input_ids)  # (B, T, H)
-            task_id = torch.tensor(self.task_ids[task], device=input_ids.device)
-            kwargs["inputs_embeds"] = embeds + self.task_embedding(task_id)
+            if self.task_embedding is not None:
+                task_id = torch.tensor(self.task_ids[task], device=input_ids.device)
+                embeds = embeds + self.task_embedding(task_id)
+            if self.embedding_hook is not None:
+                embeds = self.embedding_hook(embeds)
+            kwargs["inputs_embeds"] = embeds
         else:
             kwargs["input_ids"] = input_ids
         layer = self.layer_index[task]
@@ -228,6 +236,8 @@ class MultiTaskModel(nn.Module):
         out = {"logits": logits}
         if labels is not None:
             out["loss"] = kind.loss(logits, labels, batch)
+            if self.training and task in self.regularizers:  # SMART (mtdnn/smart.py)
+                out["loss"] = out["loss"] + self.regularizers[task](self, task, batch, logits)
         return out
 
     # -- saving and loading (the format: mtdnn/checkpoint.py) ------------------------------------

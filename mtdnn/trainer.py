@@ -47,6 +47,7 @@ from mtdnn.plots import plot_run
 from mtdnn.prepare import TaskData, load_model_parts, prepare_tasks
 from mtdnn.runlog import RunLog, trackers
 from mtdnn.sharing import make_sharing
+from mtdnn.smart import install as install_smart
 from mtdnn.spec import Spec, save_spec
 from mtdnn.steps import StepMode, WeightingHook
 from mtdnn.weighting import make_weighting
@@ -213,7 +214,10 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
                      unwrapped.task_types[n].columns(training=True)) for n in trainable}
     mode.start(model, weighting, accelerator, {n: d.train for n, d in trainable.items()},
                collators, instrument)
-    hooks = [WeightingHook(weighting, accelerator), make_sharing(spec, unwrapped)]
+    smart_hooks, smart_state = install_smart(spec, unwrapped)
+    for stateful in smart_state:  # the slow copy, the noise generators: part of every checkpoint
+        accelerator.register_for_checkpointing(stateful)
+    hooks = [WeightingHook(weighting, accelerator), make_sharing(spec, unwrapped), *smart_hooks]
 
     state = TrainerState(step=0, step_mode=t.step_mode, step_state={})
     if resume_from is not None:

@@ -79,6 +79,31 @@ def check_file_formats(task: TaskSpec, report: Report) -> None:
                         f"only (this task is a {task.type} task): use tsv, csv or jsonl")
 
 
+_SMART_SETTINGS = ("adv_steps", "adv_step_size", "adv_noise", "adv_epsilon", "adv_norm")
+
+
+def check_smart(task: TaskSpec, report: Report) -> None:
+    """SMART's settings: in range, and only with adv_weight > 0 (one rule for settings of a
+    method that is off)."""
+    key = f"tasks.{task.name}"
+    ranges = {"adv_weight": (task.adv_weight >= 0, ">= 0 (0: off)"),
+              "adv_steps": (task.adv_steps >= 1, ">= 1"),
+              "adv_step_size": (task.adv_step_size > 0, "> 0"),
+              "adv_noise": (task.adv_noise >= 0, ">= 0"),
+              "adv_epsilon": (task.adv_epsilon > 0, "> 0"),
+              "bpp_weight": (task.bpp_weight >= 0, ">= 0 (0: off)")}
+    for name, (ok, rule) in ranges.items():
+        if not ok:
+            report.fail(f"{key}.{name}", f"must be {rule}, got {getattr(task, name)}")
+    if task.adv_weight > 0:
+        return
+    for name in _SMART_SETTINGS:
+        value = getattr(task, name)
+        if value != _default(TaskSpec, name) and not report.has_problem(f"{key}.{name}"):
+            report.fail(f"{key}.{name}", f"{_shown(value)} is used by SMART's adversarial term "
+                        f"only ({key}.adv_weight is 0): set adv_weight > 0, or remove it")
+
+
 def check_task_numbers(task: TaskSpec, report: Report) -> None:
     key = f"tasks.{task.name}"
     if task.loss_weight < 0:
@@ -122,8 +147,8 @@ def check_task_data(task: TaskSpec, report: Report) -> None:
 
 
 TASK_CHECKS: tuple[Callable[[TaskSpec, Report], None], ...] = (
-    check_task_type, check_metrics, check_type_settings, check_file_formats, check_task_numbers,
-    check_layer,
+    check_task_type, check_metrics, check_type_settings, check_file_formats, check_smart,
+    check_task_numbers, check_layer,
     check_split_names, check_task_data,
 )
 
@@ -326,6 +351,16 @@ def check_unused_task_settings(spec: Spec, report: Report) -> None:
                 kind=kind.replace("_", " "), switch=f"{kind}: {users[0].name}"))
 
 
+def check_bpp_beta(spec: Spec, report: Report) -> None:
+    beta = spec.train.bpp_beta
+    if not 0 <= beta < 1:
+        report.fail("train.bpp_beta", f"must be in [0, 1), got {beta}")
+    elif beta != _default(TrainSpec, "bpp_beta") and not any(t.bpp_weight > 0 for t in spec.tasks):
+        report.fail("train.bpp_beta", f"{_shown(beta)} is used by SMART's Bregman proximal point "
+                    "term only (no task sets bpp_weight > 0): set tasks.<name>.bpp_weight, or "
+                    "remove it")
+
+
 def check_main_task(spec: Spec, report: Report) -> None:
     t = spec.train
     if t.sampler != "main_ratio":
@@ -418,6 +453,6 @@ CHECKS: tuple[Callable[[Spec, Report], None], ...] = (
     check_train_ranges, check_length, check_report_to,
     check_method_requirements, check_method_task_limits,
     check_unused_train_settings, check_unused_task_settings,  # after the ranges: one problem a key
-    check_main_task, check_soft_sharing_groups, check_soft_sharing_without_stages,
+    check_bpp_beta, check_main_task, check_soft_sharing_groups, check_soft_sharing_without_stages,
     check_stages, check_files, check_output_dir,
 )

@@ -111,6 +111,18 @@ class TaskSpec:
     label_separator: str = ","
     threshold: float = 0.5
     tune_threshold: bool = False
+    # SMART (mtdnn/smart.py; any task type): adv_weight > 0 adds adv_weight * D_s(f(e + delta),
+    # f(e)), delta found by adv_steps projected gradient steps of size adv_step_size from noise of
+    # scale adv_noise, within adv_epsilon in the adv_norm ("inf" or "l2") of the input embeddings.
+    # bpp_weight > 0 adds the Bregman proximal point term against a slowly updated copy of the
+    # model (momentum train.bpp_beta).
+    adv_weight: float = 0.0
+    adv_steps: int = 1
+    adv_step_size: float = 1e-3
+    adv_noise: float = 1e-5
+    adv_epsilon: float = 1e-6
+    adv_norm: Literal["inf", "l2"] = "inf"
+    bpp_weight: float = 0.0
     files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
     hub: HubSource | None = None  # used when `files` is empty or the run has no data_dir
 
@@ -177,6 +189,9 @@ class TrainSpec:
     # tasks.<name>.encoder_group), pulled together by soft_sharing_weight * sum_g ||theta_g -
     # mean||^2 over the copies' parameters; memory grows with the number of copies.
     sharing: SharingName = "hard"
+    # SMART's Bregman proximal point (tasks.<name>.bpp_weight > 0): the slow copy's momentum,
+    # theta_slow <- bpp_beta * theta_slow + (1 - bpp_beta) * theta after every step.
+    bpp_beta: float = 0.99
     soft_sharing_weight: float = 1e-3  # sharing=soft: the weight of the L2 pull (0: independent)
 
 

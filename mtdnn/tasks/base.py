@@ -101,6 +101,13 @@ class TaskType:
         """The mean loss of a batch, in fp32."""
         raise NotImplementedError
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        """A symmetric divergence between two sets of logits of the same batch (SMART,
+        mtdnn/smart.py): by default the symmetric KL of the softmax over the last dimension."""
+        from mtdnn.smart import sym_kl
+
+        return sym_kl(a, b)
+
     # ---- evaluation and prediction -------------------------------------------------------------
 
     def outputs(self, logits: Any, batch: dict[str, Any]) -> list[Any]:

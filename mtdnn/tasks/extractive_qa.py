@@ -363,6 +363,12 @@ class ExtractiveQA(TaskType):
         return (F.cross_entropy(logits[..., 0], labels[:, 0]) +
                 F.cross_entropy(logits[..., 1], labels[:, 1])) / 2
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        from mtdnn.smart import sym_kl
+
+        # the start and the end distributions over the window's tokens (padding masked)
+        return (sym_kl(a[..., 0], b[..., 0]) + sym_kl(a[..., 1], b[..., 1])) / 2
+
     # ---- evaluation and prediction -------------------------------------------------------------
 
     def outputs(self, logits: Any, batch: dict[str, Any]) -> list[Any]:

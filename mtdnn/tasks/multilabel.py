@@ -423,6 +423,11 @@ class MultilabelClassification(SequenceTask):
                          tune=bool(settings.get("tune_threshold")),
                          thresholds=tuple(kept) if kept is not None else None)
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        from mtdnn.smart import bernoulli_sym_kl
+
+        return bernoulli_sym_kl(a, b)  # one independent Bernoulli per label
+
     def card_outputs(self, info: Any) -> str:
         return "a set of " + ", ".join(f"`{x}`" for x in info.labels)
 

@@ -135,6 +135,15 @@ class Ranking(SequenceTask):
                  "    scores = model(**batch).logits[:, 0]  # higher = more relevant"],
                 "Plain transformers: mtdnn is not needed.")
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        from mtdnn.smart import at_least_fp32, sym_kl
+
+        a, b = at_least_fp32(a), at_least_fp32(b)
+        sizes = batch.get("group_sizes")
+        if sizes is None:  # rows scored alone (no listwise groups)
+            return (a - b).pow(2).mean()
+        return sym_kl(group_scores(a.squeeze(-1), sizes), group_scores(b.squeeze(-1), sizes))
+
     def baseline(self, metrics: Sequence[str], train: Rows, dev: Rows) -> dict[str, float]:
         from mtdnn.metrics import compute_metrics
 

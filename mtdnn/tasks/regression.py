@@ -48,6 +48,11 @@ class Regression(SequenceTask):
         return code, note + (" The score is the predicted value (no function is applied to a "
                              "regression output).")
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        from mtdnn.smart import at_least_fp32
+
+        return (at_least_fp32(a) - at_least_fp32(b)).pow(2).mean()  # squared score difference
+
     def baseline(self, metrics: Sequence[str], train: Rows, dev: Rows) -> dict[str, float]:
         from mtdnn.metrics import compute_metrics
 

@@ -225,6 +225,11 @@ class TokenClassification(TaskType):
 
         return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
 
+    def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
+        from mtdnn.smart import sym_kl
+
+        return sym_kl(a, b, where=batch["attention_mask"].bool())  # per token, over the tags
+
     # ---- evaluation and prediction -------------------------------------------------------------
 
     def outputs(self, logits: Any, batch: dict[str, Any]) -> list[Any]:
