@@ -30,6 +30,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec, args.overrides, tasks=_split_list(args.tasks))
     print(f"{args.spec}: spec OK ({len(spec.tasks)} tasks, encoder {spec.encoder})")
+    if spec.distill is not None:
+        from mtdnn.distill import coverage
+
+        for task, teachers in coverage(spec)[0].items():
+            print(f"  distill {task:<12} from {', '.join(t.path for t in teachers)}")
     if args.no_data:
         return 0
     counts = check_data(spec)

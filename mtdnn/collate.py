@@ -31,6 +31,12 @@ class Collator:
             # Scores (regression) stay float; class ids and ranking targets are indices.
             dtype = torch.float if isinstance(values[0], float) else torch.long
             batch["labels"] = torch.tensor(values, dtype=dtype)
+        if "soft_labels" in rows[0]:  # a distilled task's teacher targets (mtdnn/distill.py)
+            soft = [r["soft_labels"] for r in rows]
+            if isinstance(soft[0], list):  # per class, or per candidate of a group: pad with 0
+                width = max(len(s) for s in soft)
+                soft = [s + [0.0] * (width - len(s)) for s in soft]
+            batch["soft_labels"] = torch.tensor(soft, dtype=torch.float)
         if isinstance(rows[0]["input_ids"][0], list):  # listwise groups: flatten the candidates
             batch["group_sizes"] = torch.tensor([len(r["input_ids"]) for r in rows])
             rows = [{k: r[k][i] for k in ("input_ids", "token_type_ids") if k in r}

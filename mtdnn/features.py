@@ -114,6 +114,7 @@ def tokenize(rows: Rows, tokenizer: Any, max_len: int, *, for_training: bool,
     table["length"] = [sum(lengths[i] for i in g) for g in groups]
     table["labels"] = [0] * len(groups)  # the relevant candidate is first in every group
     table["index"] = [g[0] for g in groups]
+    table["members"] = groups  # the rows of each group (distillation gathers their targets)
     return datasets.Dataset.from_dict(table)
 
 

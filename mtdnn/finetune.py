@@ -51,6 +51,9 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
         raise SpecError(str(source), [unknown_name_message("task", task, names) + hint])
     data = base.to_dict()
     data["tasks"] = {task: data["tasks"][task]}
+    data.pop("distill", None)  # its own schedule: no teachers unless the overrides name them
+    for key in ("distill_alpha", "distill_temperature"):
+        data["tasks"][task].pop(key, None)
     # Soft sharing: the task goes on alone (hard sharing of one task) with the encoder copy it
     # used: init_checkpoint loads that copy (mtdnn.checkpoint.init_from_checkpoint picks it by
     # the task), and `encoder:` names it.

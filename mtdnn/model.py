@@ -143,6 +143,7 @@ class MultiTaskModel(nn.Module):
         # Training-only extras, set by the trainer (mtdnn/smart.py): task -> a term added to its
         # loss, and a function applied to the input embeddings (an adversarial perturbation).
         self.regularizers: dict[str, Any] = {}
+        self.distill: dict[str, tuple[float, float]] = {}  # task -> (alpha, temperature)
         self.embedding_hook: Any = None
 
     def encoder_for(self, task: str) -> nn.Module:
@@ -235,7 +236,10 @@ class MultiTaskModel(nn.Module):
         logits = kind.logits(self, task, batch)
         out = {"logits": logits}
         if labels is not None:
-            out["loss"] = kind.loss(logits, labels, batch)
+            if "soft_labels" in batch and task in self.distill:  # mtdnn/distill.py
+                out["loss"] = kind.distill_loss(logits, labels, batch, *self.distill[task])
+            else:
+                out["loss"] = kind.loss(logits, labels, batch)
             if self.training and task in self.regularizers:  # SMART (mtdnn/smart.py)
                 out["loss"] = out["loss"] + self.regularizers[task](self, task, batch, logits)
         return out

@@ -37,6 +37,8 @@ from mtdnn.checkpoint import (
     save_training_state,
     write_checkpoint,
 )
+from mtdnn.distill import attach_targets
+from mtdnn.distill import settings as distill_settings
 from mtdnn.errors import CheckpointError, SpecError
 from mtdnn.evaluation import evaluate_tasks, majority_baseline, mean_main_metric, results_table
 from mtdnn.instrument import Instrument
@@ -179,6 +181,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     tokenizer, encoder = load_model_parts(spec)
     with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
         data = prepare_tasks(spec, tokenizer, encoder.config)
+        teachers = attach_targets(spec, data)  # distillation: the teachers' soft targets
     trainable = {name: d for name, d in data.items() if d.train is not None}
     infos = [d.info for d in data.values()]
     sharing_cls = implementation("sharing", t.sharing)
@@ -193,6 +196,9 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         accelerator.print(f"mtdnn: from {spec.init_checkpoint}: the encoder, and the heads of "
                           f"{', '.join(loaded['heads']) or 'no task'}")
     model.tokenizer, model.max_seq_length = tokenizer, spec.max_seq_length
+    model.distill = distill_settings(spec)
+    for name, paths in teachers.items():
+        accelerator.print(f"mtdnn: distilling {name} from {len(paths)} teacher(s)")
     model.train()
 
     mode_cls: type[StepMode] = implementation("step_mode", t.step_mode)

@@ -7,7 +7,7 @@ and reported together in one `SpecError` that names the file, the key, the value
 
     schema.py   the dataclasses; their field comments are the reference of the format
     convert.py  plain data -> dataclasses, collecting problems; ${VAR} expansion
-    checks.py   the checks a converted spec goes through (TASK_CHECKS, CHECKS), in order
+    checks.py   the checks of the whole spec (CHECKS); task_checks.py: of each task (TASK_CHECKS)
     load.py     reading YAML (strict keys, include, overrides, use_tasks), load/save
 
 Loading a spec imports neither torch nor the training code.
@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 from mtdnn.errors import SpecError
-from mtdnn.spec.checks import CHECKS, TASK_CHECKS
+from mtdnn.spec.checks import CHECKS
 from mtdnn.spec.convert import unknown_name_message
 from mtdnn.spec.load import load_spec, save_spec, set_override, spec_from_dict
 from mtdnn.spec.schema import (
@@ -28,6 +28,7 @@ from mtdnn.spec.schema import (
     STANDALONE_TRACKERS,
     TRACKERS,
     Column,
+    DistillSpec,
     FileSource,
     HubSource,
     SamplerName,
@@ -38,14 +39,17 @@ from mtdnn.spec.schema import (
     SurgeryName,
     TaskSpec,
     TaskType,
+    TeacherSpec,
     Tracker,
     TrainSpec,
     WeightingName,
 )
+from mtdnn.spec.task_checks import TASK_CHECKS
 
 __all__ = [
-    "CHECKS", "SPLITS", "STANDALONE_TRACKERS", "TASK_CHECKS", "TRACKERS", "Column", "FileSource",
-    "HubSource", "SamplerName", "SharingName", "Spec", "SpecError", "StageSpec", "StepMode",
+    "CHECKS", "SPLITS", "STANDALONE_TRACKERS", "TASK_CHECKS", "TRACKERS", "Column", "DistillSpec",
+    "FileSource", "HubSource", "TeacherSpec", "SamplerName", "SharingName", "Spec", "SpecError",
+    "StageSpec", "StepMode",
     "SurgeryName", "TaskSpec", "TaskType", "Tracker", "TrainSpec", "WeightingName", "load_spec",
     "save_spec", "set_override", "spec_from_dict", "unknown_name_message",
 ]

@@ -1,157 +1,23 @@
 """The checks a converted spec goes through: flat lists of small functions, run in order.
 
-`TASK_CHECKS` run on each task that converted (`check(task, report)`), `CHECKS` on the whole spec
-once everything converted (`check(spec, report)`). Each reports every problem it finds through
-`report.fail(key, message)` and returns nothing; no check calls another. The multi-task methods
+`TASK_CHECKS` (mtdnn/spec/task_checks.py) run on each task that converted (`check(task,
+report)`), `CHECKS` (here) on the whole spec once everything converted (`check(spec, report)`).
+Each reports every problem it finds through `report.fail(key, message)` and returns nothing; no
+check calls another. The multi-task methods
 are checked from their table (`mtdnn.methods`): what a chosen method `requires` of the other
 `train:` keys, its `max_tasks`, and the settings that only methods which are off would read.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from mtdnn import methods
 from mtdnn.spec.convert import unknown_name_message
-from mtdnn.spec.schema import SPLITS, STANDALONE_TRACKERS, Spec, TaskSpec, TrainSpec
-
-
-class Report(Protocol):
-    """What the checks write to (`mtdnn.spec.convert._Converter` is one)."""
-
-    def fail(self, key: str, message: str) -> None: ...
-
-    def has_problem(self, key: str) -> bool: ...
-
-
-# --------------------------------------------------------------------------------------------------
-# Each task
-
-
-def check_task_type(task: TaskSpec, report: Report) -> None:
-    """What the task's type asks of its settings (text columns, labels, ...: mtdnn/tasks)."""
-    from mtdnn.tasks import task_type
-
-    task_type(task.type).check(task, report)
-
-
-def check_metrics(task: TaskSpec, report: Report) -> None:
-    from mtdnn.metrics import check_metric_names
-    from mtdnn.tasks import task_type
-
-    for p in check_metric_names(task.metrics or task_type(task.type).default_metrics):
-        report.fail(f"tasks.{task.name}.metrics", p)
-
-
-def check_type_settings(task: TaskSpec, report: Report) -> None:
-    """A setting only other task types read (positive_label on a classification task, ...) is an
-    error naming them, as for the settings of methods that are off."""
-    from mtdnn.tasks import names, task_type
-
-    users: dict[str, list[str]] = {}
-    for name in names():
-        for setting in task_type(name).settings:
-            users.setdefault(setting, []).append(name)
-    for setting, types in users.items():
-        key = f"tasks.{task.name}.{setting}"
-        value = getattr(task, setting)
-        if task.type in types or value == _default(TaskSpec, setting) or report.has_problem(key):
-            continue
-        report.fail(key, f"{_shown(value)} is used by task types {' or '.join(types)} only (this "
-                         f"task is a {task.type} task): remove it")
-
-
-def check_file_formats(task: TaskSpec, report: Report) -> None:
-    """A format only some task types read (conll, squad) on a task of another type would be read
-    as something it is not."""
-    from mtdnn.tasks import names, task_type
-
-    readers = {f: [n for n in names() if f in task_type(n).file_formats]
-               for n in names() for f in task_type(n).file_formats}
-    for split, source in task.files.items():
-        types = readers.get(source.format)
-        if types and task.type not in types:
-            report.fail(f"tasks.{task.name}.files.{split}.format",
-                        f"'{source.format}' files are read by task types {' or '.join(types)} "
-                        f"only (this task is a {task.type} task): use tsv, csv or jsonl")
-
-
-_SMART_SETTINGS = ("adv_steps", "adv_step_size", "adv_noise", "adv_epsilon", "adv_norm")
-
-
-def check_smart(task: TaskSpec, report: Report) -> None:
-    """SMART's settings: in range, and only with adv_weight > 0 (one rule for settings of a
-    method that is off)."""
-    key = f"tasks.{task.name}"
-    ranges = {"adv_weight": (task.adv_weight >= 0, ">= 0 (0: off)"),
-              "adv_steps": (task.adv_steps >= 1, ">= 1"),
-              "adv_step_size": (task.adv_step_size > 0, "> 0"),
-              "adv_noise": (task.adv_noise >= 0, ">= 0"),
-              "adv_epsilon": (task.adv_epsilon > 0, "> 0"),
-              "bpp_weight": (task.bpp_weight >= 0, ">= 0 (0: off)")}
-    for name, (ok, rule) in ranges.items():
-        if not ok:
-            report.fail(f"{key}.{name}", f"must be {rule}, got {getattr(task, name)}")
-    if task.adv_weight > 0:
-        return
-    for name in _SMART_SETTINGS:
-        value = getattr(task, name)
-        if value != _default(TaskSpec, name) and not report.has_problem(f"{key}.{name}"):
-            report.fail(f"{key}.{name}", f"{_shown(value)} is used by SMART's adversarial term "
-                        f"only ({key}.adv_weight is 0): set adv_weight > 0, or remove it")
-
-
-def check_task_numbers(task: TaskSpec, report: Report) -> None:
-    key = f"tasks.{task.name}"
-    if task.loss_weight < 0:
-        report.fail(f"{key}.loss_weight", f"must be >= 0, got {task.loss_weight}")
-    if not 0 <= task.dropout < 1:
-        report.fail(f"{key}.dropout", f"must be in [0, 1), got {task.dropout}")
-    # A negative limit would keep the last rows, and 0 would leave a task that is evaluated but
-    # never trained: both are typos, not requests.
-    for name in ("batch_size", "max_train_examples", "max_eval_examples"):
-        value = getattr(task, name)
-        if value is not None and value < 1:
-            report.fail(f"{key}.{name}", f"must be >= 1 or null, got {value}")
-
-
-def check_layer(task: TaskSpec, report: Report) -> None:
-    if task.layer == 0:
-        report.fail(f"tasks.{task.name}.layer", "0 is the embedding output, not an encoder layer: "
-                    "give 1 (the lowest layer) up to the number of layers, a negative number to "
-                    "count from the top (-1: the last), or null")
-
-
-def check_split_names(task: TaskSpec, report: Report) -> None:
-    key = f"tasks.{task.name}"
-    for split in task.files:
-        if split not in SPLITS:
-            report.fail(f"{key}.files.{split}", unknown_name_message("split", split, SPLITS))
-    if task.hub is not None:
-        for split in task.hub.splits:
-            if split not in SPLITS:
-                report.fail(f"{key}.hub.splits.{split}",
-                            unknown_name_message("split", split, SPLITS))
-
-
-def check_task_data(task: TaskSpec, report: Report) -> None:
-    key = f"tasks.{task.name}"
-    if not task.files and task.hub is None:
-        report.fail(key, "no data: give `files` (local tsv/csv/jsonl per split) or `hub` "
-                    "(a Hugging Face dataset)")
-    elif "train" not in task.files and (task.hub is None or "train" not in task.hub.splits):
-        report.fail(key, "no train split: add files.train or hub.splits.train")
-
-
-TASK_CHECKS: tuple[Callable[[TaskSpec, Report], None], ...] = (
-    check_task_type, check_metrics, check_type_settings, check_file_formats, check_smart,
-    check_task_numbers, check_layer,
-    check_split_names, check_task_data,
-)
-
+from mtdnn.spec.schema import STANDALONE_TRACKERS, Spec, TaskSpec, TrainSpec
+from mtdnn.spec.task_checks import Report, _default, _shown
 
 # --------------------------------------------------------------------------------------------------
 # The run
@@ -280,11 +146,6 @@ def check_method_task_limits(spec: Spec, report: Report) -> None:
                         f"(this spec has {len(spec.tasks)})" + (f": {instead}" if instead else ""))
 
 
-def _default(cls: type, name: str) -> Any:
-    f = next(f for f in dataclasses.fields(cls) if f.name == name)
-    return f.default if f.default_factory is dataclasses.MISSING else f.default_factory()
-
-
 def _users(setting: str, level: str) -> list[methods.Method]:
     return [m for m in methods.METHODS if setting in getattr(m, level)]
 
@@ -297,10 +158,6 @@ def _settings(level: str) -> list[str]:
 def _by(users: list[methods.Method]) -> str:
     kinds = list(dict.fromkeys(m.kind for m in users))
     return " or ".join(f"{k}={_or([m.name for m in users if m.kind == k])}" for k in kinds)
-
-
-def _shown(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
 
 
 def check_unused_train_settings(spec: Spec, report: Report) -> None:
@@ -359,6 +216,37 @@ def check_bpp_beta(spec: Spec, report: Report) -> None:
         report.fail("train.bpp_beta", f"{_shown(beta)} is used by SMART's Bregman proximal point "
                     "term only (no task sets bpp_weight > 0): set tasks.<name>.bpp_weight, or "
                     "remove it")
+
+
+def check_distill(spec: Spec, report: Report) -> None:
+    """The distill section: its numbers, teachers that exist and cover tasks of the spec, task
+    types that can be distilled, and per-task settings only on distilled tasks."""
+    from mtdnn.distill import coverage
+
+    d = spec.distill
+    if d is not None:
+        if not 0 <= d.alpha <= 1:
+            report.fail("distill.alpha", f"must be in [0, 1] (1: the gold labels only), got "
+                                         f"{d.alpha}")
+        if not d.temperature > 0:
+            report.fail("distill.temperature", f"must be > 0, got {d.temperature}")
+        for problem in coverage(spec)[1]:
+            report.fail(*problem)
+    covered = coverage(spec)[0] if d is not None else {}
+    for task in spec.tasks:
+        for name in ("distill_alpha", "distill_temperature"):
+            value = getattr(task, name)
+            if value is None:
+                continue
+            key = f"tasks.{task.name}.{name}"
+            if task.name not in covered:
+                report.fail(key, f"{_shown(value)} is used by distillation only (no teacher of "
+                                 "the distill section covers this task): remove it, or add a "
+                                 "teacher")
+            elif name == "distill_alpha" and not 0 <= value <= 1:
+                report.fail(key, f"must be in [0, 1], got {value}")
+            elif name == "distill_temperature" and not value > 0:
+                report.fail(key, f"must be > 0, got {value}")
 
 
 def check_main_task(spec: Spec, report: Report) -> None:
@@ -453,6 +341,7 @@ CHECKS: tuple[Callable[[Spec, Report], None], ...] = (
     check_train_ranges, check_length, check_report_to,
     check_method_requirements, check_method_task_limits,
     check_unused_train_settings, check_unused_task_settings,  # after the ranges: one problem a key
-    check_bpp_beta, check_main_task, check_soft_sharing_groups, check_soft_sharing_without_stages,
+    check_bpp_beta, check_distill, check_main_task, check_soft_sharing_groups,
+    check_soft_sharing_without_stages,
     check_stages, check_files, check_output_dir,
 )

@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 
 from mtdnn.errors import SpecError
-from mtdnn.spec.checks import CHECKS, TASK_CHECKS, check_files
+from mtdnn.spec.checks import CHECKS, check_files
 from mtdnn.spec.convert import BAD, _Converter, expand_env, unknown_name_message
 from mtdnn.spec.schema import Spec, TaskSpec
+from mtdnn.spec.task_checks import TASK_CHECKS
 
 
 def _resolve_paths(spec: Spec, base_dir: Path) -> Spec:
@@ -22,6 +23,11 @@ def _resolve_paths(spec: Spec, base_dir: Path) -> Spec:
     files against data_dir, or against the spec file's folder when the run has no data_dir."""
     data_dir = str(Path(spec.data_dir).absolute()) if spec.data_dir else None
     spec = dataclasses.replace(spec, data_dir=data_dir)
+    if spec.distill is not None:  # teacher paths, as a shell would read them
+        teachers = tuple(dataclasses.replace(t, path=str(Path(t.path).absolute()))
+                         for t in spec.distill.teachers)
+        spec = dataclasses.replace(spec, distill=dataclasses.replace(spec.distill,
+                                                                     teachers=teachers))
     tasks = []
     for task in spec.tasks:
         if spec.uses_files(task):
@@ -89,6 +95,11 @@ def spec_from_dict(data: Any, source: str = "<spec>", base_dir: str | Path = "."
                 for check in TASK_CHECKS:
                     check(task, c)
                 tasks.append(task)
+    distill = data.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("teachers"), list):
+        # a teacher given as a plain path: an mtdnn checkpoint
+        data["distill"] = dict(distill, teachers=[{"path": t} if isinstance(t, str) else t
+                                                  for t in distill["teachers"]])
     spec = c.dataclass(Spec, data, "", extra={"tasks": tuple(tasks)})
     if spec is not BAD:
         spec = _resolve_paths(dataclasses.replace(spec, source=source), Path(base_dir))

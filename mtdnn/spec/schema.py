@@ -123,6 +123,10 @@ class TaskSpec:
     adv_epsilon: float = 1e-6
     adv_norm: Literal["inf", "l2"] = "inf"
     bpp_weight: float = 0.0
+    # distill: (a task some teacher covers) this task's own weight of the gold labels and
+    # temperature; null: the distill section's.
+    distill_alpha: float | None = None
+    distill_temperature: float | None = None
     files: dict[str, FileSource] = field(default_factory=dict)  # split -> file
     hub: HubSource | None = None  # used when `files` is empty or the run has no data_dir
 
@@ -196,6 +200,27 @@ class TrainSpec:
 
 
 @dataclass(frozen=True)
+class TeacherSpec:
+    """A teacher of knowledge distillation (mtdnn/distill.py)."""
+
+    path: str  # an mtdnn checkpoint, or a plain transformers model exported for one task
+    task: str | None = None  # a plain model: the task it scores; null: an mtdnn checkpoint, which
+    # teaches every task of the spec it holds (same name, type and labels)
+
+
+@dataclass(frozen=True)
+class DistillSpec:
+    """Multi-task knowledge distillation (MT-DNN-KD): every task some teacher covers is trained on
+    alpha * its gold loss + (1 - alpha) * its loss against the teachers' averaged soft targets
+    (classification: T^2 * KL at temperature T; regression: MSE to the mean teacher score;
+    ranking: T^2 * KL of the listwise softmaxes over a query's candidates)."""
+
+    teachers: tuple[TeacherSpec, ...]
+    alpha: float = 0.5  # the weight of the gold labels (1: no distillation)
+    temperature: float = 1.0
+
+
+@dataclass(frozen=True)
 class StageSpec:
     """One stage of continual multi-task training (ERNIE 2.0): adds tasks, trains all so far."""
 
@@ -226,6 +251,8 @@ class Spec:
     # k-1's best checkpoint; every task is added by exactly one stage; dev metrics of every task
     # so far are reported after each stage (forgetting). Not with train.sharing=soft.
     stages: tuple[StageSpec, ...] = ()
+    # Knowledge distillation from teacher checkpoints (mtdnn/distill.py); null: none.
+    distill: DistillSpec | None = None
     # where the spec came from, for messages (not a YAML key, so not part of equality)
     source: str = field(default="<spec>", compare=False)
 

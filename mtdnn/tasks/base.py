@@ -101,6 +101,20 @@ class TaskType:
         """The mean loss of a batch, in fp32."""
         raise NotImplementedError
 
+    # ---- distillation (mtdnn/distill.py) -------------------------------------------------------
+
+    distillable: ClassVar[bool] = False  # its outputs do not depend on the teacher's tokenization
+
+    def teacher_targets(self, outputs: list[Any], dataset: Any, temperature: float) -> list[Any]:
+        """The teachers' outputs on the training rows (one (N, outputs) array each) -> one
+        averaged target per training feature (`soft_labels`)."""
+        raise NotImplementedError
+
+    def distill_loss(self, logits: Any, labels: Any, batch: dict[str, Any], alpha: float,
+                     temperature: float) -> Any:
+        """alpha * the gold loss + (1 - alpha) * the loss against `batch["soft_labels"]`."""
+        raise NotImplementedError
+
     def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
         """A symmetric divergence between two sets of logits of the same batch (SMART,
         mtdnn/smart.py): by default the symmetric KL of the softmax over the last dimension."""

@@ -19,6 +19,11 @@ if TYPE_CHECKING:
     from mtdnn.spec import TaskSpec
 
 
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
 class Classification(SequenceTask):
     name = "classification"
     default_metrics = ("accuracy",)
@@ -57,6 +62,22 @@ class Classification(SequenceTask):
         import torch.nn.functional as F
 
         return F.cross_entropy(logits.float(), labels)
+
+    distillable = True
+
+    def teacher_targets(self, outputs: list[Any], dataset: Any, temperature: float) -> list[Any]:
+        # the mean over teachers of their softmax at temperature T
+        probs = np.mean([_softmax(np.asarray(o) / temperature) for o in outputs], axis=0)
+        return [probs[i].tolist() for i in dataset["index"]]
+
+    def distill_loss(self, logits: Any, labels: Any, batch: dict[str, Any], alpha: float,
+                     temperature: float) -> Any:
+        import torch.nn.functional as F
+
+        logits = logits.float()
+        soft = batch["soft_labels"].float()
+        kl = F.kl_div(F.log_softmax(logits / temperature, -1), soft, reduction="batchmean")
+        return alpha * F.cross_entropy(logits, labels) + (1 - alpha) * temperature ** 2 * kl
 
     def predictions(self, outputs: list[Any], dataset: Any, examples: Rows) -> np.ndarray:
         return np.stack(outputs).argmax(-1) if outputs else np.zeros(0, dtype=np.int64)

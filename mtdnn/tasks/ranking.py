@@ -135,6 +135,33 @@ class Ranking(SequenceTask):
                  "    scores = model(**batch).logits[:, 0]  # higher = more relevant"],
                 "Plain transformers: mtdnn is not needed.")
 
+    distillable = True
+
+    def teacher_targets(self, outputs: list[Any], dataset: Any, temperature: float) -> list[Any]:
+        """Per listwise group: the mean over teachers of the softmax of their candidate scores
+        at temperature T (a group's candidates: the training feature's `members`)."""
+        targets = []
+        for members in dataset["members"]:
+            probs = []
+            for o in outputs:
+                z = np.asarray(o)[members, 0] / temperature
+                e = np.exp(z - z.max())
+                probs.append(e / e.sum())
+            targets.append(np.mean(probs, axis=0).tolist())
+        return targets
+
+    def distill_loss(self, logits: Any, labels: Any, batch: dict[str, Any], alpha: float,
+                     temperature: float) -> Any:
+        import torch
+
+        sizes = batch["group_sizes"]
+        scores = group_scores(logits.float().squeeze(-1), sizes)  # (B, max group), -inf padded
+        soft = batch["soft_labels"].float()  # (B, max group), 0 padded
+        log_q = torch.log_softmax(scores / temperature, -1)
+        kl = torch.where(soft > 0, soft * (soft.clamp_min(1e-30).log() - log_q), 0.0)
+        hard = self.loss(logits, labels, batch)
+        return alpha * hard + (1 - alpha) * temperature ** 2 * kl.sum(-1).mean()
+
     def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
         from mtdnn.smart import at_least_fp32, sym_kl
 

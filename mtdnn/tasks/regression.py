@@ -48,6 +48,20 @@ class Regression(SequenceTask):
         return code, note + (" The score is the predicted value (no function is applied to a "
                              "regression output).")
 
+    distillable = True
+
+    def teacher_targets(self, outputs: list[Any], dataset: Any, temperature: float) -> list[Any]:
+        scores = np.mean([np.asarray(o)[:, 0] for o in outputs], axis=0)  # the mean score
+        return [float(scores[i]) for i in dataset["index"]]
+
+    def distill_loss(self, logits: Any, labels: Any, batch: dict[str, Any], alpha: float,
+                     temperature: float) -> Any:
+        import torch.nn.functional as F
+
+        scores = logits.float().squeeze(-1)
+        return alpha * F.mse_loss(scores, labels.float()) + \
+            (1 - alpha) * F.mse_loss(scores, batch["soft_labels"].float())
+
     def divergence(self, a: Any, b: Any, batch: dict[str, Any]) -> Any:
         from mtdnn.smart import at_least_fp32
 

@@ -75,6 +75,11 @@ class SequenceTask(TaskType):
     def num_outputs(self, labels: Sequence[str]) -> int:
         return 1
 
+    def columns(self, training: bool) -> tuple[str, ...]:
+        # soft_labels: a distilled task's teacher targets (mtdnn/distill.py)
+        return ("input_ids", "token_type_ids", "labels", "soft_labels") if training else \
+            ("input_ids", "token_type_ids")
+
     # ---- evaluation ----------------------------------------------------------------------------
 
     def predictions(self, outputs: list[Any], dataset: Any, examples: Rows) -> np.ndarray:
