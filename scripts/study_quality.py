@@ -212,6 +212,7 @@ def final_report(glue_dir: str, out: Path, choice: dict[str, float]) -> str:
                     "multi-no-mnli": "probe, seed 1: multi without MNLI (targets + QNLI, QQP)"}}
     report = build_report(spec, settings, [*rows, *no_mnli], resamples=1000)
     report["lr_grid"] = choice.get("grid", {})
+    report["chosen"] = {arm: choice[arm] for arm in ("single", "multi", "hf")}
     return write_report(out / "final", report)
 
 
