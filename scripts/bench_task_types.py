@@ -292,7 +292,7 @@ def score_tasks(spec: Any, model: Any, tokenizer: Any) -> dict[str, Any]:
 
 class HfCounter:
     """What the HF Trainer trained, counted as bench_common.TrainCounter counts mtdnn's loop:
-    sequences (rows of the batch), real tokens (attention mask) and batches of the training
+    features (rows of the batch), real tokens (attention mask) and batches of the training
     batches, optimizer steps (a global torch.optim post-step hook), and the training time from
     the first batch's collation to the last step's end. Batches are matched to steps by order,
     so one the DataLoader collated ahead of a step that never came is not counted."""
@@ -330,7 +330,8 @@ class HfCounter:
         used = self.batches[:len(self.step_t)]
         return {"train_rows": sum(b[0] for b in used), "train_tokens": sum(b[1] for b in used),
                 "train_batches": len(used), "steps": len(self.step_t),
-                "train_s": self.step_t[-1] - self.first if self.step_t and self.first else 0.0}
+                "train_s": self.step_t[-1] - self.first if self.step_t and self.first is not None
+                else 0.0}
 
 
 def hf_train_dataset(type_name: str, features: Any) -> Any:
@@ -732,7 +733,7 @@ def data_lines(info: dict[str, Any]) -> str:
                  "features)"]
         if "dev_rows" in s:
             parts.append(f"dev {s['dev_rows']:,} of {d.dev:,} ({s['dev_features']:,})")
-        lines.append(f"- `{unit}` ({d.title}; {', '.join(u.tasks)}): {'; '.join(parts)}; "
+        lines.append(f"- `{unit}` ({u.title}): {d.title}, {'; '.join(parts)}; "
                      f"max_seq_length {a['max_seq_length'] or d.max_seq_length}")
     return "\n".join(lines)
 
@@ -769,12 +770,17 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
             "- HF Trainer: `transformers.Trainer`, the type's class and the collator of its "
             f"example script; sampling: {sampling}; no evaluation during training, the final "
             "model is scored. The same tokenized features (mtdnn's `features(...)`), columns "
-            "renamed for the HF model.\n" + arms,
+            "renamed for the HF model:\n" + arms,
             "- Scoring, both arms: `mtdnn.evaluation.outputs_of` over the same dev features (the "
             "HF model through the type's `exported_logits`), then `kind.predictions` and "
-            "`kind.score`. Heads differ by class: mtdnn's sentence-level heads (multiple "
-            "choice, multi-label) are a fresh dense + tanh on the first token, the HF classes "
-            "start from MiniLM's pretrained pooler.\n",
+            "`kind.score`. mtdnn's own evaluation (`train()` at its last step) takes the same "
+            "path; the benchmark calls it on the final checkpoint instead, so that the two "
+            "arms share every line of it. The heads are each library's own: for multiple "
+            "choice and multi-label mtdnn puts a fresh dense + tanh on the first token where "
+            "the HF classes start from MiniLM's pretrained pooler; mtdnn's QA head applies "
+            "dropout before its linear layer in training and its loss masks the padding, "
+            "BertForQuestionAnswering does neither; the token-classification heads are the "
+            "same (dropout, linear).\n",
             quality_table(by_unit, quality) + "\n",
             "Dev metrics x100, mean ± sample std over seeds; Δ: mean ± std of the per-seed "
             "paired differences, with the 95% t-interval of their mean over seeds "
@@ -801,6 +807,10 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
             conll_table(by_unit) + "\n"]
     if speed:
         table, ratios = speed_rows(by_unit, speed)
+        optimizers = "; ".join(
+            f"{ARM_TITLES[arm]} {', '.join(sorted(names))}" for arm in ARMS
+            if (names := {r.get("optimizer") or "?" for u in speed
+                          for r in by_unit.get(u, {}).get(arm, {}).values()}))
         text += [
             "#### Training throughput per real token\n",
             f"One epoch over the first {a['speed_rows']['conll']:,} CoNLL sentences (NER) and "
@@ -809,8 +819,8 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
             "group_by_length (its best case), mtdnn with its length grouping; medians over "
             f"{a['repeats']} repeat(s), alternating the arms. Rates over steps 2..n (from the "
             "end of the first optimizer step to the end of the last), real tokens from the "
-            "attention masks of the batches (bench_common.Meter). Only meaningful on an "
-            "otherwise idle machine.\n",
+            "attention masks of the batches (bench_common.Meter). Optimizers: "
+            f"{optimizers or '-'}. Only meaningful on an otherwise idle machine.\n",
             table + "\n", ratios + "\n"]
     text.append(f"Per-seed values: {info['summary']}.\n")
     return "\n".join(text)
@@ -852,7 +862,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             action.help = argparse.SUPPRESS
         if action.dest == "max_seq_length":
             action.default = None
-            action.help = ("both arms, every task (default: per data set: " + ", ".join(
+            action.help = ("both arms, every task; None: per data set (" + ", ".join(
                 f"{k} {d.max_seq_length}" for k, d in DATA.items()) + ")")
     full, quick = PRESETS["full"], PRESETS["quick"]
     p.add_argument("--more-dir", default=default_more_dir(),
@@ -899,7 +909,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def plan(args: argparse.Namespace, out: Path) -> list[tuple[str, str, int]]:
+def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
     """(unit, arm, seed or repeat) in run order: whole seeds first, each unit's arms in turn;
     then the speed units, repeat by repeat, alternating the arms."""
     todo = [(u, arm, s) for s in args.seeds for u in args.units if UNITS[u].part != "speed"
@@ -920,7 +930,7 @@ def main(argv: list[str] | None = None) -> None:
     store, logs = bc.ResultStore(out / "results"), out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
 
-    runs = plan(args, out)
+    runs = plan(args)
     configs = {r: unit_config(args, *r, out) for r in runs}
     stale = [unit_key(*r) for r in runs if (s := store.get(unit_key(*r))) is not None
              and s.get("settings") != configs[r]["settings"]]
