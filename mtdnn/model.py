@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mtdnn.encoding import EncoderRun
 from mtdnn.tasks import task_type
+
+FULL_RUN = EncoderRun()
 
 # Models shipped inside a Python package, found without the Hub (e.g. offline CI). The Hub id stays
 # the name users write; the local copy holds the same weights.
@@ -145,6 +148,9 @@ class MultiTaskModel(nn.Module):
         self.regularizers: dict[str, Any] = {}
         self.distill: dict[str, tuple[float, float]] = {}  # task -> (alpha, temperature)
         self.embedding_hook: Any = None
+        # How training batches run through the encoder (mtdnn/encoding.py): set by the trainer
+        # to the compute cut where the architecture has one.
+        self.encoder_run: EncoderRun = FULL_RUN
 
     def encoder_for(self, task: str) -> nn.Module:
         """The encoder (copy) a task runs through."""
@@ -154,13 +160,18 @@ class MultiTaskModel(nn.Module):
 
     def encode(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """The first token's hidden state at the task's layer (default the last), (B, H)."""
-        return self.hidden_states(task, input_ids, attention_mask, token_type_ids)[:, 0]
+        """The first token's hidden state at the task's layer (default the last), (B, H): what
+        sentence-level heads read (in training, through the compute cut: mtdnn/encoding.py)."""
+        return self._run(task, input_ids, attention_mask, token_type_ids, True)[:, 0]
 
     def hidden_states(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                       token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Every token's hidden state at the task's layer (default the last), (B, T, H), through
         the task's encoder copy and with its task vector added to the input embeddings."""
+        return self._run(task, input_ids, attention_mask, token_type_ids, False)
+
+    def _run(self, task: str, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+             token_type_ids: torch.Tensor | None, first_only: bool) -> torch.Tensor:
         encoder = self.encoder_for(task)
         kwargs: dict[str, Any] = {"attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -175,12 +186,9 @@ class MultiTaskModel(nn.Module):
             kwargs["inputs_embeds"] = embeds
         else:
             kwargs["input_ids"] = input_ids
-        layer = self.layer_index[task]
-        if layer == encoder.config.num_hidden_layers:
-            return encoder(**kwargs).last_hidden_state
-        # The layers above still run (transformers has no early exit); their output is unused and
-        # gets no gradient from this task.
-        return encoder(**kwargs, output_hidden_states=True).hidden_states[layer]
+        # Evaluation and predict run the encoder's own forward: an exported model's computation.
+        run = self.encoder_run if self.training else FULL_RUN
+        return run.run(encoder, kwargs, self.layer_index[task], first_only)
 
     # -- soft parameter sharing ------------------------------------------------------------------
 

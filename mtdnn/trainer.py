@@ -39,6 +39,7 @@ from mtdnn.checkpoint import (
 )
 from mtdnn.distill import attach_targets
 from mtdnn.distill import settings as distill_settings
+from mtdnn.encoding import encoder_run
 from mtdnn.errors import CheckpointError, SpecError
 from mtdnn.evaluation import evaluate_tasks, majority_baseline, mean_main_metric, results_table
 from mtdnn.instrument import Instrument
@@ -196,6 +197,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         accelerator.print(f"mtdnn: from {spec.init_checkpoint}: the encoder, and the heads of "
                           f"{', '.join(loaded['heads']) or 'no task'}")
     model.tokenizer, model.max_seq_length = tokenizer, spec.max_seq_length
+    model.encoder_run, cut_line = encoder_run(encoder, t.compute_cut)
     model.distill = distill_settings(spec)
     for name, paths in teachers.items():
         accelerator.print(f"mtdnn: distilling {name} from {len(paths)} teacher(s)")
@@ -265,6 +267,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         f"surgery {t.gradient_surgery}, {t.sharing} sharing")
     if mode.describe():
         accelerator.print(f"mtdnn: {mode.describe()}")
+    accelerator.print(f"mtdnn: {cut_line}")
     bar = tqdm(total=total_steps, initial=state.step, desc="training", dynamic_ncols=True,
                disable=not (progress and accelerator.is_local_main_process))
     start, step, stopped = time.perf_counter(), state.step, False

@@ -72,9 +72,12 @@ def unit_key(method: str, seed: int) -> str:
 # The children: one (method, seed) each; one training run per task, or one for all tasks
 
 
-def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float) -> dict[str, Any]:
+def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float,
+                  sampling: str = "group_by_length", reinit_pooler: bool = False) -> dict[str, Any]:
     """One task with the HF Trainer, the spec's optimizer settings, scored on the spec's dev rows
-    with mtdnn's metric functions."""
+    with mtdnn's metric functions. `sampling` is the Trainer's train_sampling_strategy;
+    `reinit_pooler` re-initialises the pretrained pooler as mtdnn initialises its head's dense
+    layer (normal, std 0.02; zero bias). Both are for scripts/probe_hf_gap.py."""
     import numpy as np
     from bench_throughput import hf_dataset
     from transformers import (
@@ -99,6 +102,14 @@ def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float) -> dict[st
     steps = math.ceil(epochs * bc.batches(len(train_rows), t.batch_size))
     # num_labels=1 makes the model a regressor (MSE), as run_glue does for STS-B.
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
+    if reinit_pooler:
+        import torch
+
+        pooler = model.base_model.pooler.dense
+        with torch.no_grad():
+            torch.manual_seed(spec.seed)
+            pooler.weight.normal_(0.0, 0.02)
+            pooler.bias.zero_()
     args = TrainingArguments(
         output_dir=str(run_dir), seed=spec.seed, per_device_train_batch_size=t.batch_size,
         per_device_eval_batch_size=t.eval_batch_size, learning_rate=t.learning_rate,
@@ -107,7 +118,7 @@ def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float) -> dict[st
         lr_scheduler_type=t.scheduler, warmup_steps=int(t.warmup_ratio * steps), max_steps=steps,
         use_cpu=True, disable_tqdm=True, save_strategy="no", eval_strategy="no",
         logging_strategy="steps", logging_steps=LOG_EVERY, report_to="none",
-        train_sampling_strategy="group_by_length")
+        train_sampling_strategy=sampling)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer))
     train_s = trainer.train().metrics["train_runtime"]

@@ -12,7 +12,10 @@ drift hits all of them alike; the report gives medians over the repeats:
                   length grouping inside each task are its defaults)
 
 and, opt-in (--methods), mtdnn-unfused: (c) with `train.optimizer=adamw_torch`, torch's default
-AdamW implementation instead of the fused kernel (the per-tensor loop on CPU).
+AdamW implementation instead of the fused kernel (the per-tensor loop on CPU); mtdnn-full: (c)
+with `train.compute_cut=false`, every layer computed at every position (mtdnn/encoding.py).
+FLOPs and MFU count the full computation for every method (the work a forward pass does for
+these heads without the cut), so with the cut on they measure useful work per second.
 
 The same encoder, GLUE training rows (read by mtdnn.data.read_split for all three), batch size,
 learning rate and fp32. c runs --steps optimizer steps; its sampler's plan for those steps says
@@ -45,12 +48,16 @@ METHODS = {"hf-padded": "(a) HF Trainer, padded to max_seq_length, one task at a
            # Opt-in (--methods): mtdnn with torch's default AdamW implementation instead of the
            # fused kernel it uses by default, to measure what that lever gives.
            "mtdnn-unfused": "(c') mtdnn multi-task, train.optimizer=adamw_torch (per-tensor "
-                            "AdamW loop on CPU)"}
+                            "AdamW loop on CPU)",
+           # Opt-in: mtdnn without the compute cut (mtdnn/encoding.py), the full forward.
+           "mtdnn-full": "(c'') mtdnn multi-task, train.compute_cut=false (every layer, every "
+                         "position)"}
 # The spec overrides of each mtdnn method over the common spec (build_spec).
-MTDNN_OVERRIDES = {"mtdnn": [], "mtdnn-unfused": ["train.optimizer=adamw_torch"]}
+MTDNN_OVERRIDES = {"mtdnn": [], "mtdnn-unfused": ["train.optimizer=adamw_torch"],
+                   "mtdnn-full": ["train.compute_cut=false"]}
 DEFAULT_METHODS = "hf-padded,hf-dynamic,mtdnn"
 COLORS = {"hf-padded": "#999999", "hf-dynamic": "#6699cc", "mtdnn": "#cc6633",
-          "mtdnn-unfused": "#dd9955"}
+          "mtdnn-unfused": "#dd9955", "mtdnn-full": "#996644"}
 DEFAULT_TASKS = "rte,mrpc,stsb,cola,sst2"
 HUGE = 10**9  # an interval no run reaches: mtdnn evaluates, saves and logs only after the loop
 
@@ -265,7 +272,8 @@ def report(summary: dict[str, Any], methods: list[str], info: dict[str, Any]) ->
             f"{legend}\n\n{table}\n\n{ratios}\n\n"
             "Rates are over steps 2..n of each training run (first step excluded from time and "
             "counts); 'loop s (all steps)' includes every first step. MFU = training FLOP/s "
-            "over the measured fp32 matmul peak; 'computed' counts pads, 'useful' real tokens. "
+            "over the measured fp32 matmul peak; 'computed' counts pads, 'useful' real tokens; "
+            "both count the full forward/backward (mtdnn's compute cut does less of it). "
             "Peak RSS 'training': from each run's first batch to its end; 'process': the "
             "whole child, model loading and tokenization included.\n")
 

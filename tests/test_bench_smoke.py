@@ -52,11 +52,15 @@ def speed_spec(tmp_path, tiny_bert, glue):
 # ---- bench_throughput --------------------------------------------------------------------------
 
 
-def test_unfused_method_is_the_adamw_torch_override(speed_spec, tmp_path):
+def test_unfused_and_full_methods_are_their_overrides(speed_spec, tmp_path):
     args, _, path = speed_spec
-    optimizers = {m: bt.mtdnn_spec(bt.child_config(m, path, {}, tmp_path, args, 0))
-                  .train.optimizer for m in ("mtdnn", "mtdnn-unfused")}
-    assert optimizers == {"mtdnn": "adamw_torch_fused", "mtdnn-unfused": "adamw_torch"}
+    specs = {m: bt.mtdnn_spec(bt.child_config(m, path, {}, tmp_path, args, 0)).train
+             for m in ("mtdnn", "mtdnn-unfused", "mtdnn-full")}
+    assert {m: t.optimizer for m, t in specs.items()} == {
+        "mtdnn": "adamw_torch_fused", "mtdnn-unfused": "adamw_torch",
+        "mtdnn-full": "adamw_torch_fused"}
+    assert {m: t.compute_cut for m, t in specs.items()} == {
+        "mtdnn": True, "mtdnn-unfused": True, "mtdnn-full": False}
     assert set(bt.MTDNN_OVERRIDES) == {m for m in bt.METHODS if m.startswith("mtdnn")}
 
 
@@ -187,3 +191,57 @@ def test_throughput_end_to_end_with_the_unfused_method(tmp_path, tiny_bert, glue
     assert "- `mtdnn`: (c) mtdnn multi-task; optimizer AdamW(fused=True, foreach=None)" in text
     assert "; optimizer AdamW(fused=None, foreach=None)" in text
     assert "| mtdnn-unfused/hf-dynamic |" in text and "warning" not in proc.stdout
+
+
+# ---- bench_inference and probe_hf_gap ----------------------------------------------------------
+
+
+def test_inference_bench_end_to_end_on_the_tiny_model(tmp_path, tiny_bert, glue):
+    """Train, export, the three arms, the CLI and the evaluation orders: every figure is there,
+    the pipeline and mtdnn agree on the labels, and sorting does not change the outputs."""
+    bi = load_script("bench_inference")
+    out = tmp_path / "inference"
+    bi.main(["--glue-dir", str(glue), "--out", str(out), "--rows", "40", "--eval-rows", "70",
+             "--repeats", "1", "--encoder", tiny_bert, "--markdown", str(tmp_path / "r.md")])
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert report["rows"] == 40 and report["eval_rows"] == 70
+    assert set(report["seconds"]) == {"pipeline", "mtdnn-input-order", "mtdnn-predict"}
+    assert all(len(v) == 1 and v[0] > 0 for v in report["seconds"].values())
+    assert report["same_labels"] == 40
+    assert report["eval_max_diff"] < 1e-4
+    # sorting never computes more padded tokens than input order; both cover every real token
+    assert report["real_tokens"] <= report["computed"]["mtdnn-predict"] \
+        <= report["computed"]["mtdnn-input-order"] == report["computed"]["pipeline"]
+    assert report["eval_computed"]["sorted (outputs_of)"] <= report["eval_computed"]["input order"]
+    assert "| mtdnn predict (CLI, start-up included, 1 run) | 40 |" in \
+        (tmp_path / "r.md").read_text(encoding="utf-8")
+    assert bi.padded_tokens([3, 1, 2, 5], 2, [0, 1, 2, 3]) == 3 * 2 + 5 * 2
+    assert bi.padded_tokens([3, 1, 2, 5], 2, [3, 0, 2, 1]) == 5 * 2 + 2 * 2
+
+
+def test_hf_gap_probe_stores_each_run_and_pairs_the_differences(tmp_path, tiny_bert, glue,
+                                                                one_thread):
+    from mtdnn.metrics import DEFAULT_METRICS
+
+    probe = load_script("probe_hf_gap")
+    out = tmp_path / "probe"
+    args = ["--glue-dir", str(glue), "--out", str(out), "--encoder", tiny_bert,
+            "--max-train", "16", "--seeds", "1"]
+    probe.main(args + ["--arms", "hf-random", "mtdnn-single"])
+    stored = sorted(p.relative_to(out / "runs").as_posix() for p in (out / "runs").rglob("*.json"))
+    assert stored == [f"{arm}/{t}-seed1.json" for arm in ("hf-random", "mtdnn-single")
+                      for t in ("mrpc", "rte", "stsb")]
+    runs = {p: json.loads((out / "runs" / p).read_text(encoding="utf-8")) for p in stored}
+    assert all(r["steps"] == 2 for r in runs.values())  # 16 rows, batch 32, 2 epochs
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))["rows"]
+    diff = report["Δ hf-random − mtdnn-single"]["per_task"]
+    for task in ("rte", "mrpc", "stsb"):
+        info = probe.bc.glue_spec([task], []).tasks[0]
+        main = (info.metrics or DEFAULT_METRICS[info.type])[0]
+        hf = runs[f"hf-random/{task}-seed1.json"]["metrics"][main]
+        mt = runs[f"mtdnn-single/{task}-seed1.json"]["metrics"][main]
+        assert diff[task] == [pytest.approx(100 * (hf - mt))]
+    # a rerun trains nothing: the report is rebuilt from the stored runs
+    before = {p: (out / "runs" / p).stat().st_mtime_ns for p in stored}
+    probe.main(args + ["--arms", "hf-random", "mtdnn-single"])
+    assert {p: (out / "runs" / p).stat().st_mtime_ns for p in stored} == before

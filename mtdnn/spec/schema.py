@@ -162,6 +162,9 @@ class TrainSpec:
     main_ratio: float = 1.0  # sampler=main_ratio: auxiliary batches per main-task batch
     anneal_end: float = 0.2  # sampler=annealed: the exponent a at the last step (0: uniform)
     group_by_length: bool = True  # length-grouped batches inside each task; mixture unchanged
+    # Training batches compute only what their heads read (mtdnn/encoding.py): a sentence-level
+    # head's layer for the first token only, no layer above any head's. Exact; false: full forward.
+    compute_cut: bool = True
     # auto: fp32 on CPU, bf16 on GPUs that have it, else fp16
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     eval_every: int | None = None  # optimizer steps between dev evaluations; None: every epoch

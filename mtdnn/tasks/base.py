@@ -93,9 +93,9 @@ class TaskType:
 
     def logits(self, model: MultiTaskModel, task: str, batch: dict[str, Any]) -> Any:
         """The head's outputs for a batch (the default: the first token of the task's layer)."""
-        hidden = model.hidden_states(task, batch["input_ids"], batch["attention_mask"],
-                                     batch.get("token_type_ids"))  # (B, T, H)
-        return model.heads[task](hidden[:, 0])
+        first = model.encode(task, batch["input_ids"], batch["attention_mask"],
+                             batch.get("token_type_ids"))  # (B, H)
+        return model.heads[task](first)
 
     def loss(self, logits: Any, labels: Any, batch: dict[str, Any]) -> Any:
         """The mean loss of a batch, in fp32."""

@@ -136,10 +136,9 @@ class MultipleChoice(TaskType):
         ids = batch["input_ids"]  # (B, k, T)
         b, k, t = ids.shape
         types = batch.get("token_type_ids")
-        hidden = model.hidden_states(task, ids.reshape(b * k, t),
-                                     batch["attention_mask"].reshape(b * k, t),
-                                     types.reshape(b * k, t) if types is not None else None)
-        scores = model.heads[task](hidden[:, 0]).view(b, k)  # one score per choice
+        first = model.encode(task, ids.reshape(b * k, t), batch["attention_mask"].reshape(b * k, t),
+                             types.reshape(b * k, t) if types is not None else None)
+        scores = model.heads[task](first).view(b, k)  # one score per choice
         mask = batch.get("choice_mask")  # (B, k): False where a row has fewer choices
         return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
 
