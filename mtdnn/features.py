@@ -132,6 +132,25 @@ def content_key(task: str, split: str, where: str, tokenizer: Any, max_len: int,
     return h.hexdigest()[:24]
 
 
+def words_as_in_text(tokenizer: Any) -> Any:
+    """A function for words given to `tokenizer(..., is_split_into_words=True)`, so that each is
+    tokenized as it is inside running text. A byte-level BPE tokenizer (RoBERTa, GPT-2, DeBERTa's
+    BPE variants) marks a word's leading space in its sub-words ("Ġrejects"); without
+    `add_prefix_space` it tokenizes a lone word as a text's first word ("rej"), sub-words the
+    pretrained model rarely saw mid-sentence. The Hugging Face NER example loads such tokenizers
+    with `add_prefix_space=True`; a space before each word gives the same ids without changing
+    the tokenizer other tasks share. WordPiece and SentencePiece words are left as they are."""
+    try:
+        pre = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
+    except (AttributeError, ValueError):
+        return lambda words: words
+    steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    if any(step.get("type") == "ByteLevel" and not step.get("add_prefix_space")
+           for step in steps):
+        return lambda words: [" " + w for w in words]
+    return lambda words: words
+
+
 def map_cached(table: dict[str, list[Any]], encode: Any, key: str, name: str, *,
                use_cache: bool = True, remove_columns: list[str] | None = None) -> Any:
     """`datasets.Dataset.from_dict(table).map(encode, batched=True)`, cached on disk under `key`

@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint, exported = make_model(args.glue_dir, out, args.encoder)
     model = MultiTaskModel.from_pretrained(checkpoint)
     classifier = pipeline("text-classification", model=str(exported), device="cpu")
-    rows_over = [] if not args.eval_rows else [f"tasks.{TASK}.max_eval_examples={args.eval_rows}"]
+    # the checkpoint's spec limits dev to what its short training evaluated: lift that
+    rows_over = [f"tasks.{TASK}.max_eval_examples={args.eval_rows or 'null'}"]
     spec = read_spec(checkpoint, rows_over, data_dir=args.glue_dir)
     dev = read_split(spec, spec.task(TASK), "dev")
     pairs = list(zip(dev.text_a, dev.text_b))[:args.rows]

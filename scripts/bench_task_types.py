@@ -184,6 +184,8 @@ def unit_config(args: argparse.Namespace, unit: str, arm: str, n: int, out: Path
         overrides.append(f"tasks.commonsenseqa.batch_size={questions}")
     if u.data == "goemotions":  # one fixed threshold: nothing is tuned on the scored rows
         overrides.append("tasks.goemotions.tune_threshold=false")
+    if arm == "mtdnn" and not speed and getattr(args, "mtdnn_random_batches", False):
+        overrides.append("train.group_by_length=false")
     hf_sampling = "group_by_length" if speed or args.hf_group_by_length else "random"
     settings = {"unit": unit, "arm": arm, "n": n, "spec": DATA[u.data].spec,
                 "tasks": list(u.tasks), "overrides": overrides, "hf_sampling": hf_sampling}
@@ -749,6 +751,8 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
     sampling = ("group_by_length (--hf-group-by-length)" if a["hf_group_by_length"] else
                 "random batches, run_ner/run_qa/run_swag's default (no group_by_length; mtdnn "
                 "groups by length, so the HF arm computes more padding)")
+    if a.get("mtdnn_random_batches"):
+        sampling += "; mtdnn with random batches too (--mtdnn-random-batches)"
     arms = "\n".join(f"  - {t}: `{m}` + `{c}` ({s})" for t, (m, c, s) in HF_ARMS.items())
     text = [
         "### The new task types: mtdnn vs the HF Trainer, hierarchical CoNLL heads, throughput\n",
@@ -886,6 +890,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--hf-group-by-length", action="store_true",
                    help="quality units: the HF Trainer groups batches by length (run_ner, run_qa "
                         "and run_swag do not by default)")
+    p.add_argument("--mtdnn-random-batches", action="store_true",
+                   help="quality and conll units: mtdnn without length-grouped batches "
+                        "(train.group_by_length=false), as the HF arm's random batches")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each mtdnn run's final model (by default deleted once scored)")
     p.add_argument("--markdown", help="write the report here (it is printed in any case)")

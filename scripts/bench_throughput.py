@@ -13,7 +13,8 @@ drift hits all of them alike; the report gives medians over the repeats:
 
 and, opt-in (--methods), mtdnn-unfused: (c) with `train.optimizer=adamw_torch`, torch's default
 AdamW implementation instead of the fused kernel (the per-tensor loop on CPU); mtdnn-full: (c)
-with `train.compute_cut=false`, every layer computed at every position (mtdnn/encoding.py).
+with `train.compute_cut=false`, every layer computed at every position (mtdnn/encoding.py);
+mtdnn-smart: (c) with SMART on every task (`adv_weight=1`, one adversarial step), for its cost.
 FLOPs and MFU count the full computation for every method (the work a forward pass does for
 these heads without the cut), so with the cut on they measure useful work per second.
 
@@ -51,13 +52,16 @@ METHODS = {"hf-padded": "(a) HF Trainer, padded to max_seq_length, one task at a
                             "AdamW loop on CPU)",
            # Opt-in: mtdnn without the compute cut (mtdnn/encoding.py), the full forward.
            "mtdnn-full": "(c'') mtdnn multi-task, train.compute_cut=false (every layer, every "
-                         "position)"}
+                         "position)",
+           # Opt-in: SMART on every task (one adversarial step, no proximal term), for its cost.
+           "mtdnn-smart": "(c+smart) mtdnn multi-task, SMART on every task (adv_weight=1, "
+                          "adv_steps=1)"}
 # The spec overrides of each mtdnn method over the common spec (build_spec).
 MTDNN_OVERRIDES = {"mtdnn": [], "mtdnn-unfused": ["train.optimizer=adamw_torch"],
                    "mtdnn-full": ["train.compute_cut=false"]}
 DEFAULT_METHODS = "hf-padded,hf-dynamic,mtdnn"
 COLORS = {"hf-padded": "#999999", "hf-dynamic": "#6699cc", "mtdnn": "#cc6633",
-          "mtdnn-unfused": "#dd9955", "mtdnn-full": "#996644"}
+          "mtdnn-unfused": "#dd9955", "mtdnn-full": "#996644", "mtdnn-smart": "#aa4466"}
 DEFAULT_TASKS = "rte,mrpc,stsb,cola,sst2"
 HUGE = 10**9  # an interval no run reaches: mtdnn evaluates, saves and logs only after the loop
 
@@ -117,7 +121,9 @@ def child_config(method: str, spec_path: Path, plan: dict[str, int], workdir: Pa
     """What the child of one method and round is given."""
     return {"method": method, "spec": str(spec_path), "plan": plan, "workdir": str(workdir),
             "encoder": args.encoder, "hf_optim": args.hf_optim,
-            "overrides": MTDNN_OVERRIDES.get(method, []),
+            "overrides": MTDNN_OVERRIDES.get(method, []) + (
+                [f"tasks.{t}.adv_weight=1.0" for t in args.tasks.split(",")]
+                if method == "mtdnn-smart" else []),
             "output_dir": str(workdir / f"mtdnn-out-{repeat}")}
 
 
@@ -234,8 +240,13 @@ def summarize(results: list[dict[str, Any]], methods: list[str], peak: float) ->
 
     def ratio(ours: str, base: str, win: str, key: str) -> float:
         return bc.median([by[(ours, i)][win][key] / by[(base, i)][win][key] for i in rounds])
-    for ours, base in [(c, b) for c in methods if c.startswith("mtdnn")
-                       for b in methods if b.startswith("hf")]:
+    pairs = [(c, b) for c in methods if c.startswith("mtdnn")
+             for b in methods if b.startswith("hf")]
+    # a lever against mtdnn without it (the same batches: what the lever alone gives)
+    pairs += [("mtdnn", b) for b in ("mtdnn-full", "mtdnn-unfused") if "mtdnn" in methods
+              and b in methods]
+    pairs += [("mtdnn-smart", "mtdnn")] if {"mtdnn", "mtdnn-smart"} <= set(methods) else []
+    for ours, base in pairs:
         summary[f"{ours}/{base}"] = {
             "samples_per_s": ratio(ours, base, "steady", "samples_per_s"),
             "real_tokens_per_s": ratio(ours, base, "steady", "real_tokens_per_s"),
@@ -293,6 +304,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "'adamw_torch' matches mtdnn's torch.optim.AdamW defaults)")
     p.add_argument("--plot", default=None, help="PNG bar plot of samples/s per method")
     p.add_argument("--keep-workdir", action="store_true", help="keep specs, logs, checkpoints")
+    p.add_argument("--report-from", metavar="JSON",
+                   help="rebuild the report of an earlier run from its --json file (no runs)")
     return p.parse_args(argv)
 
 
@@ -300,6 +313,18 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
         return child(*args.child)
+    if args.report_from:
+        stored = json.loads(Path(args.report_from).read_text(encoding="utf-8"))
+        methods = stored["args"]["methods"].split(",")
+        peak = max(p["flops_per_s"] for p in stored["matmul_peak"])
+        info = {"machine": stored["machine"], "steps": stored["args"]["steps"],
+                "batch_size": stored["args"]["batch_size"], "repeats": stored["args"]["repeats"],
+                "peak": peak, "peaks": stored["matmul_peak"], "sizes": stored["rows"],
+                "plan": stored["plan"]}
+        text = report(summarize(stored["results"], methods, peak), methods, info)
+        print(text)
+        Path(args.out).write_text(text, encoding="utf-8")
+        return None
     bc.child_env()
     methods = args.methods.split(",")
     unknown = [m for m in methods if m not in METHODS]

@@ -40,7 +40,7 @@ ARMS = {"hf-grouped": {"sampling": "group_by_length", "reinit_pooler": False},
         "hf-random": {"sampling": "random", "reinit_pooler": False},
         "hf-random-reinit": {"sampling": "random", "reinit_pooler": True},
         "mtdnn-single": None}
-TASKS = ["rte", "mrpc", "stsb"]
+TASKS = ["stsb", "rte", "mrpc"]
 SEEDS = [1, 2, 3]
 SETUP = {"lr": 1e-4, "batch_size": 32, "max_seq_length": 128, "warmup_ratio": 0.1,
          "weight_decay": 0.01, "max_train": 600, "epochs": 2.0}
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     store = bc.ResultStore(out / "runs")
     results = []
-    for seed in SEEDS:
-        for task in TASKS:
+    for task in TASKS:  # STS-B first: the largest gap (+32.9 points) answers soonest
+        for seed in SEEDS:
             for arm in args.arms:
                 key = f"{arm}/{task}-seed{seed}"
                 done = store.get(key)

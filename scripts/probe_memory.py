@@ -87,7 +87,24 @@ def phases(samples: list[tuple[float, float]], runs: list[dict[str, Any]]) -> di
                      "end": inside[-1] if inside else float("nan")}
     peak_t = max(samples, key=lambda s: s[1])[0]
     out["peak_phase"] = next(n for n, (lo, hi) in bounds.items() if lo <= peak_t < hi)
+    out["peak_step"] = peak_step(samples, runs)
     return out
+
+
+def peak_step(samples: list[tuple[float, float]], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The optimizer step whose window (the previous step's end, or the run's first batch, to its
+    own end) holds the highest RSS: its run, its index in the run (0: the run's first step, before
+    the optimizer has allocated its state) and its batch's rows x padded length."""
+    best: dict[str, Any] = {"rss": float("-inf")}
+    for run in runs:
+        starts = [run["first_batch_t"], *run["step_t"][:-1]]
+        for i, (lo, hi) in enumerate(zip(starts, run["step_t"])):
+            inside = [rss for t, rss in samples if lo <= t <= hi]
+            if inside and max(inside) > best["rss"]:
+                rows, length = run["batches"][i][:2] if i < len(run["batches"]) else (0, 0)
+                best = {"rss": max(inside), "run": run["name"], "index": i, "rows": rows,
+                        "length": length}
+    return best
 
 
 def child(config_path: str, result_path: str) -> None:
@@ -100,8 +117,13 @@ def child(config_path: str, result_path: str) -> None:
     top = sorted({name.split(".")[0] for name in list(sys.modules)})
     big = [m for m in ("evaluate", "sklearn", "scipy", "pandas", "datasets", "accelerate",
                        "safetensors", "seqeval", "tensorboard", "matplotlib") if m in top]
+    steady = [r for r in result["runs"] if len(r["step_t"]) >= 2]  # steps 2..n, as bench_common
+    seconds = sum(r["step_t"][-1] - r["step_t"][0] for r in steady)
+    tokens = sum(b[2] for r in steady for b in r["batches"][1:len(r["step_t"])])
+    result.update(real_tokens_per_s=tokens / seconds if seconds else float("nan"))
     result.update(phases=phases(sampler.samples, result["runs"]), packages=big,
-                  samples=len(sampler.samples), runs=None)
+                  samples=len(sampler.samples), runs=None,
+                  allocator_env={k: v for k, v in os.environ.items() if k.startswith("MALLOC_")})
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
 
 
@@ -165,11 +187,14 @@ def report(results: list[dict[str, Any]], methods: list[str], variants: list[str
             cell = [bc.median([r["phases"][ph][k] for r in rs]) for ph in PHASES
                     for k in ("peak", "end")]
             peak_phases = sorted({r["phases"]["peak_phase"] for r in rs})
+            steps = sorted({f"{s['run']} #{s['index'] + 1} ({s['rows']}x{s['length']})"
+                            for s in (r["phases"]["peak_step"] for r in rs)})
             rows.append([variant, m, *cell, bc.median([r["peak_rss_mb"] for r in rs]),
-                         "/".join(peak_phases), ", ".join(rs[0]["packages"])])
+                         bc.median([r["real_tokens_per_s"] for r in rs]),
+                         "/".join(peak_phases), "; ".join(steps), ", ".join(rs[0]["packages"])])
     header = ["allocator", "method", "setup peak", "setup end", "steps peak", "steps end",
-              "after peak", "after end", "process peak (ru_maxrss)", "peak in",
-              "packages loaded"]
+              "after peak", "after end", "process peak (ru_maxrss)", "real tok/s (steps 2..n)",
+              "peak in", "peak step: run #step (rows x length)", "packages loaded"]
     return (f"Machine: {bc.machine_line(bc.machine_info())}. bench_throughput's children: "
             f"tasks {args.tasks}, {args.steps} steps, batch {args.batch_size}; RSS in MiB "
             f"sampled every 10 ms, medians of {args.repeats} round(s).\n\n"

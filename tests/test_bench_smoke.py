@@ -61,7 +61,13 @@ def test_unfused_and_full_methods_are_their_overrides(speed_spec, tmp_path):
         "mtdnn-full": "adamw_torch_fused"}
     assert {m: t.compute_cut for m, t in specs.items()} == {
         "mtdnn": True, "mtdnn-unfused": True, "mtdnn-full": False}
-    assert set(bt.MTDNN_OVERRIDES) == {m for m in bt.METHODS if m.startswith("mtdnn")}
+    assert set(bt.MTDNN_OVERRIDES) | {"mtdnn-smart"} == {
+        m for m in bt.METHODS if m.startswith("mtdnn")}
+    smart = bt.mtdnn_spec(bt.child_config("mtdnn-smart", path, {}, tmp_path, args, 0))
+    plain = bt.mtdnn_spec(bt.child_config("mtdnn", path, {}, tmp_path, args, 0))
+    assert [(t.name, t.adv_weight) for t in smart.tasks] == [("rte", 1.0), ("stsb", 1.0)]
+    assert [t.adv_weight for t in plain.tasks] == [0.0, 0.0]
+    assert smart.train == plain.train
 
 
 def test_throughput_children_measure_alike(speed_spec, tmp_path, one_thread):
@@ -245,3 +251,42 @@ def test_hf_gap_probe_stores_each_run_and_pairs_the_differences(tmp_path, tiny_b
     before = {p: (out / "runs" / p).stat().st_mtime_ns for p in stored}
     probe.main(args + ["--arms", "hf-random", "mtdnn-single"])
     assert {p: (out / "runs" / p).stat().st_mtime_ns for p in stored} == before
+
+
+def test_memory_probe_phases_from_the_meters_times():
+    pm = load_script("probe_memory")
+    samples = [(0.0, 100.0), (1.0, 300.0), (2.0, 250.0), (3.0, 400.0), (4.0, 380.0), (5.0, 390.0),
+               (6.0, 500.0), (7.0, 450.0)]
+    # a Trainer-like second run: the steps phase spans both
+    runs = [{"name": "a", "first_batch_t": 2.0, "step_t": [3.0, 4.0],
+             "batches": [[32, 128], [32, 40]]},
+            {"name": "b", "first_batch_t": 4.5, "step_t": [5.5], "batches": [[8, 64]]}]
+    got = pm.phases(samples, runs)
+    assert got["setup"] == {"peak": 300.0, "end": 300.0}
+    assert got["steps"] == {"peak": 400.0, "end": 390.0}
+    assert got["after"] == {"peak": 500.0, "end": 450.0}
+    assert got["peak_phase"] == "after"
+    # the highest step window: run a's first step, [2, 3] (400 at t=3)
+    assert got["peak_step"] == {"rss": 400.0, "run": "a", "index": 0, "rows": 32, "length": 128}
+
+
+def test_memory_probe_children_run_under_each_allocator_setting(tmp_path, tiny_bert, glue):
+    pm = load_script("probe_memory")
+    out = tmp_path / "memory.md"
+    pm.main(["--encoder", tiny_bert, "--glue-dir", str(glue), "--tasks", "rte,stsb",
+             "--max-rows-per-task", "24", "--batch-size", "8", "--max-seq-length", "64",
+             "--steps", str(STEPS), "--repeats", "1", "--methods", "hf-dynamic,mtdnn",
+             "--out", str(out), "--json", str(tmp_path / "memory.json")])
+    results = json.loads((tmp_path / "memory.json").read_text(encoding="utf-8"))
+    assert [(r["variant"], r["method"]) for r in results] == [
+        ("default", "hf-dynamic"), ("default", "mtdnn"), ("mmap-128k", "hf-dynamic"),
+        ("mmap-128k", "mtdnn")]
+    for r in results:
+        assert r["allocator_env"] == pm.VARIANTS[r["variant"]]
+        ph = r["phases"]
+        assert 0 < ph["setup"]["peak"] and ph["steps"]["peak"] >= ph["steps"]["end"] > 0
+        assert max(ph[p]["peak"] for p in pm.PHASES) <= r["peak_rss_mb"] + 1
+        assert "safetensors" in r["packages"]
+        assert 0 < ph["peak_step"]["rss"] <= r["peak_rss_mb"] + 1 and ph["peak_step"]["rows"] > 0
+    text = out.read_text(encoding="utf-8")
+    assert "| mmap-128k | mtdnn |" in text and "| default | hf-dynamic |" in text

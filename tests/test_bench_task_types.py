@@ -74,6 +74,15 @@ def test_unit_overrides(tmp_path):
     assert bt.unit_config(bt.parse_args([]), "ner", "hf", 1, tmp_path)["hf_sampling"] == "random"
     assert cfg["ner"]["run_dir"] == str(tmp_path / "runs" / "ner" / "hf" / "seed2")
     assert bt.unit_key("tput-ner", "mtdnn", 3) == "tput-ner/mtdnn/rep3"
+    # --mtdnn-random-batches: mtdnn's quality and conll runs only, so the HF arm's stored runs
+    # (same settings) stay valid and the speed units keep mtdnn's grouping
+    random = bt.parse_args(["--more-dir", "/data", "--mtdnn-random-batches"])
+    off = "train.group_by_length=false"
+    assert off in bt.unit_config(random, "ner", "mtdnn", 1, tmp_path)["overrides"]
+    assert off in bt.unit_config(random, "conll-hier", "mtdnn", 1, tmp_path)["overrides"]
+    assert off not in bt.unit_config(random, "tput-ner", "mtdnn", 1, tmp_path)["overrides"]
+    assert bt.unit_config(random, "ner", "hf", 1, tmp_path)["settings"] == \
+        bt.unit_config(bt.parse_args(["--more-dir", "/data"]), "ner", "hf", 1, tmp_path)["settings"]
 
 
 def test_unit_specs_load_with_the_real_data(more, tmp_path):

@@ -320,6 +320,56 @@ def test_a_word_without_sub_words_and_a_word_longer_than_a_window(tiny_bert):
     assert ds["word_ids"] == [[-1, 0, 1, 2, -1], [-1, 0, -1, -1, -1, -1, -1, -1], [-1, 1, -1]]
 
 
+def _byte_level_bpe(directory: Path) -> str:
+    """A tiny RoBERTa-style tokenizer (byte-level BPE, no add_prefix_space), trained here."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import RobertaTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(["EU rejects German call to boycott British lamb ."] * 20,
+                            trainers.BpeTrainer(vocab_size=300, special_tokens=[
+                                "<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    RobertaTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
+                         pad_token="<pad>", unk_token="<unk>", mask_token="<mask>"
+                         ).save_pretrained(directory)
+    return str(directory)
+
+
+def test_byte_level_words_get_the_sub_words_of_running_text(tmp_path, tiny_bert):
+    """RoBERTa-style tokenizers see each word as inside a sentence (what `add_prefix_space=True`
+    gives, as the HF NER example loads them), not as a text's first word; WordPiece is as is."""
+    from transformers import AutoTokenizer
+
+    info = type("Info", (), {"name": "ner", "labels": NER})()
+    words = ["EU", "rejects", "German", "lamb"]
+    examples = KIND.examples_from_inputs(info, [words])
+    path = _byte_level_bpe(tmp_path / "bpe")
+    plain = AutoTokenizer.from_pretrained(path)
+    # the trap: each word tokenized as a text's first word
+    assert plain(words, is_split_into_words=True).tokens() == [
+        "<s>", "EU", "rej", "ects", "Ge", "rman", "lam", "b", "</s>"]
+    prefixed = AutoTokenizer.from_pretrained(path, add_prefix_space=True)
+    expected = prefixed(words, is_split_into_words=True)
+    assert expected.tokens() == ["<s>", "\u0120", "EU", "\u0120rejects", "\u0120German",
+                                 "\u0120lamb", "</s>"]
+    ds = KIND.features(examples, plain, 32, for_training=False, use_cache=False)
+    assert ds[0]["input_ids"] == expected["input_ids"]
+    assert ds[0]["word_ids"] == [-1, 0, -1, 1, 2, 3, -1]  # a word's first sub-word carries it
+    # windows of a sentence too long for one (3 sub-words each here) are tokenized alike
+    windows = KIND.features(examples, plain, 5, for_training=False, use_cache=False)
+    assert [plain.convert_ids_to_tokens(ids) for ids in windows["input_ids"]] == [
+        ["<s>", "\u0120", "EU", "\u0120rejects", "</s>"],
+        ["<s>", "\u0120German", "\u0120lamb", "</s>"]]
+    assert windows["word_ids"] == [[-1, 0, -1, 1, -1], [-1, 2, 3, -1]]
+    bert = AutoTokenizer.from_pretrained(tiny_bert)
+    ds = KIND.features(examples, bert, 32, for_training=False, use_cache=False)
+    assert ds[0]["input_ids"] == bert(words, is_split_into_words=True)["input_ids"]
+
+
 def test_collated_batches_pad_labels_with_minus_100(tiny_bert):
     from transformers import AutoTokenizer
 

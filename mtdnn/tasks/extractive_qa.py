@@ -22,11 +22,7 @@ when most training questions have no answer. Export: `AutoModelForQuestionAnswer
 from __future__ import annotations
 
 import dataclasses
-import re
-import string
-from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,6 +30,16 @@ import numpy as np
 from mtdnn.errors import DataError, UserError
 from mtdnn.records import fail, show
 from mtdnn.tasks.base import TaskType
+from mtdnn.tasks.extractive_qa_decode import Answer as Answer
+from mtdnn.tasks.extractive_qa_decode import best_answers
+
+# The metrics are looked up by name in this module (mtdnn.metrics: `metric_functions`).
+from mtdnn.tasks.extractive_qa_metrics import exact_match as exact_match
+from mtdnn.tasks.extractive_qa_metrics import has_answer_exact as has_answer_exact
+from mtdnn.tasks.extractive_qa_metrics import has_answer_f1 as has_answer_f1
+from mtdnn.tasks.extractive_qa_metrics import no_answer_exact as no_answer_exact
+from mtdnn.tasks.extractive_qa_metrics import normalize_answer as normalize_answer
+from mtdnn.tasks.extractive_qa_metrics import squad_f1 as squad_f1
 from mtdnn.tasks.extractive_qa_rows import QAExamples, QASettings, read_examples
 
 if TYPE_CHECKING:
@@ -44,90 +50,10 @@ V2_METRICS = ("has_answer_exact", "has_answer_f1", "no_answer_exact")
 # Architectures whose XForQuestionAnswering is `qa_outputs` (Linear(H, 2)) on the last hidden
 # state, as our head: checked against transformers' modeling code and by the export tests.
 QA_EXPORTS = ("bert", "roberta", "xlm-roberta", "electra", "deberta", "deberta-v2")
-_PUNCTUATION = frozenset(string.punctuation)
 
 
 # --------------------------------------------------------------------------------------------------
-# Metrics: the official evaluation scripts of SQuAD v1.1 and v2.0
-
-
-def normalize_answer(text: str) -> str:
-    """Lower-case, drop punctuation, drop the articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(re.sub(r"\b(a|an|the)\b", " ", text).split())
-
-
-def _f1(prediction: str, gold: str, v2: bool) -> float:
-    pred, truth = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if v2 and (not pred or not truth):  # v2.0: an empty side scores 1 only against another
-        return float(pred == truth)
-    same = sum((Counter(pred) & Counter(truth)).values())
-    if same == 0:
-        return 0.0
-    precision, recall = same / len(pred), same / len(truth)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _exact(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def _scores(predictions: Sequence[str], references: Sequence[Sequence[str]], kind: str,
-            which: str = "all") -> float:
-    """Mean over questions of the best score against any gold answer. v1.1 scores answerable
-    questions; an unanswerable one (no gold) is right when the prediction normalizes to "", as in
-    v2.0. `which` = has/no: v2.0's HasAns / NoAns subsets, whose golds that normalize to "" are
-    dropped (v2.0's rule); 0.0 when the subset is empty."""
-    if len(predictions) != len(references):
-        raise ValueError(f"predictions ({len(predictions)}) and references ({len(references)}) "
-                         "differ in length")
-    if not predictions:
-        raise ValueError("cannot compute a metric on zero examples")
-    values = []
-    for prediction, golds in zip(predictions, references):
-        if (which == "has" and not golds) or (which == "no" and golds):
-            continue
-        if which != "all":
-            golds = [g for g in golds if normalize_answer(g)] or [""]
-        v2 = which != "all" or not golds
-        golds = golds or [""]
-        values.append(max(_f1(prediction, g, v2) if kind == "f1" else _exact(prediction, g)
-                          for g in golds))
-    return float(np.mean(values)) if values else 0.0
-
-
-def exact_match(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                groups: Any = None) -> float:
-    """SQuAD v1.1 exact match: normalized prediction equals a normalized gold answer."""
-    return _scores(predictions, references, "exact")
-
-
-def squad_f1(predictions: Sequence[str], references: Sequence[Sequence[str]],
-             groups: Any = None) -> float:
-    """SQuAD v1.1 token F1 (bag-of-tokens overlap after normalization), best over the golds."""
-    return _scores(predictions, references, "f1")
-
-
-def has_answer_exact(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                     groups: Any = None) -> float:
-    """SQuAD v2.0 HasAns_exact: exact match over the questions that have an answer."""
-    return _scores(predictions, references, "exact", "has")
-
-
-def has_answer_f1(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                  groups: Any = None) -> float:
-    """SQuAD v2.0 HasAns_f1: token F1 over the questions that have an answer."""
-    return _scores(predictions, references, "f1", "has")
-
-
-def no_answer_exact(predictions: Sequence[str], references: Sequence[Sequence[str]],
-                    groups: Any = None) -> float:
-    """SQuAD v2.0 NoAns_exact: the share of unanswerable questions predicted as ""."""
-    return _scores(predictions, references, "exact", "no")
-
-
-# --------------------------------------------------------------------------------------------------
-# Features and decoding
+# Features
 
 
 def _answer_tokens(sequence_ids: list[int | None], offsets: list[tuple[int, int]], start: int,
@@ -173,68 +99,6 @@ def _mask_padding(logits: Any, attention_mask: Any) -> Any:
     import torch
 
     return logits.masked_fill(attention_mask[..., None] == 0, torch.finfo(logits.dtype).min)
-
-
-@dataclass(frozen=True)
-class Answer:
-    text: str
-    score: float  # its probability among the n best candidates (softmax of their logit sums)
-    start: int  # character offsets in the context (0, 0 for "")
-    end: int
-
-
-def _candidates(logits: np.ndarray, offsets: list[Any], settings: QASettings
-                ) -> list[tuple[float, int, int, bool]]:
-    """(start + end logit, char start, char end, False) of one window's candidate spans, in the
-    order of utils_qa: each of the n_best starts, with each of the n_best ends."""
-    start, end = logits[:, 0], logits[:, 1]
-    starts = np.argsort(start)[-1:-settings.n_best - 1:-1]
-    ends = np.argsort(end)[-1:-settings.n_best - 1:-1]
-    inside = np.array([o is not None for o in offsets])
-    a, b = np.meshgrid(starts, ends, indexing="ij")  # (n, n): a row per start
-    keep = inside[a] & inside[b] & (b >= a) & (b - a + 1 <= settings.max_answer_length)
-    return [(start[i] + end[j], offsets[i][0], offsets[j][1], False)
-            for i, j in zip(a[keep].tolist(), b[keep].tolist())]
-
-
-def best_answers(outputs: list[np.ndarray], dataset: Any, examples: QAExamples) -> list[Answer]:
-    """The answer of each example from its windows' (T, 2) logits (see the module docstring)."""
-    settings = examples.settings
-    windows: dict[int, list[int]] = defaultdict(list)
-    # [:] reads a whole column at once (datasets >= 4 returns a lazy column, slow per item).
-    for f, e in enumerate(dataset["example"][:]):
-        windows[e].append(f)
-    offsets, cls = dataset["offset_mapping"][:], dataset["cls_index"][:]
-    answers = []
-    for e, context in enumerate(examples.contexts):
-        pool: list[tuple[float, int, int, bool]] = []  # (score, char start, char end, is null)
-        null = None  # the smallest [CLS] start + end over the windows
-        for f in windows[e]:
-            logits = outputs[f]
-            score = logits[cls[f], 0] + logits[cls[f], 1]
-            null = score if null is None else min(null, score)
-            pool += _candidates(logits, offsets[f], settings)
-        if settings.allow_no_answer and null is not None:
-            pool.append((null, 0, 0, True))
-        # A stable sort, best first, as utils_qa's; it keeps the null answer among the n best.
-        best = [pool[i] for i in sorted(range(len(pool)), key=lambda i: -pool[i][0])]
-        best = best[:settings.n_best]
-        if settings.allow_no_answer and null is not None and not any(p[3] for p in best):
-            best.append((null, 0, 0, True))
-        spans = [i for i, p in enumerate(best) if not p[3]]
-        if not spans and not settings.allow_no_answer:  # no span inside the context
-            answers.append(Answer("", 0.0, 0, 0))
-            continue
-        scores = np.array([p[0] for p in best], dtype=np.float64)
-        probs = np.exp(scores - scores.max())
-        probs /= probs.sum()
-        pick = spans[0] if spans else None
-        if settings.allow_no_answer and (pick is None or
-                                         null - best[pick][0] > settings.null_threshold):
-            pick = next(i for i, p in enumerate(best) if p[3])
-        _, start, end, _ = best[pick]
-        answers.append(Answer(context[start:end], float(probs[pick]), int(start), int(end)))
-    return answers
 
 
 # --------------------------------------------------------------------------------------------------

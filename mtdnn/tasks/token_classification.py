@@ -195,7 +195,7 @@ class TokenClassification(TaskType):
         if examples.labels is not None:
             table["tags"] = examples.labels
         key = content_key(examples.task, examples.split, examples.where, tokenizer, max_len,
-                          "token_classification/1", [examples.tokens, examples.labels or []])
+                          "token_classification/2", [examples.tokens, examples.labels or []])
         return map_cached(table, lambda batch: _encode(batch, tokenizer, max_len), key,
                           f"{examples.task}-{examples.split}", use_cache=use_cache,
                           remove_columns=list(table))
@@ -355,10 +355,14 @@ class TokenClassification(TaskType):
 
 def _encode(batch: dict[str, list[Any]], tokenizer: Any, max_len: int) -> dict[str, list[Any]]:
     """Sentences -> features: one per sentence, or windows of whole words when it is too long."""
+    from mtdnn.features import words_as_in_text
+
     out: dict[str, list[Any]] = {k: [] for k in ("input_ids", "word_ids", "index", "length")}
     tags = batch.get("tags")
     room = max_len - tokenizer.num_special_tokens_to_add(pair=False)
-    enc = tokenizer(batch["tokens"], is_split_into_words=True, truncation=False)
+    as_in_text = words_as_in_text(tokenizer)
+    enc = tokenizer([as_in_text(w) for w in batch["tokens"]], is_split_into_words=True,
+                    truncation=False)
     for i, words in enumerate(batch["tokens"]):
         counts = Counter(w for w in enc.word_ids(i) if w is not None)
         windows = [(0, {k: v[i] for k, v in enc.items()}, enc.word_ids(i))]
@@ -374,8 +378,8 @@ def _encode(batch: dict[str, list[Any]], tokenizer: Any, max_len: int) -> dict[s
             windows = []
             for start, end in _windows([counts[j] or 1 for j in range(len(words))], room):
                 # truncation only cuts the tail of a single word longer than a window
-                window = tokenizer(words[start:end], is_split_into_words=True, truncation=True,
-                                   max_length=max_len)
+                window = tokenizer(as_in_text(words[start:end]), is_split_into_words=True,
+                                   truncation=True, max_length=max_len)
                 windows.append((start, window, window.word_ids()))
         for start, e, wids in windows:
             # the first sub-word of each word, by its index in the sentence; -1 elsewhere
