@@ -86,8 +86,9 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
         out_cells = []
         for t in TASKS:
             m, s = bc.mean_std(per_task[t]) if per_task[t] else (None, None)
-            out_cells.append("-" if m is None else f"{m:+.1f} ± {s or 0:.1f}" if diff
-                             else f"{m:.1f} ± {s or 0:.1f}")
+            spread = "" if s is None else f" ± {s:.1f}"  # one seed: no spread to show
+            out_cells.append("-" if m is None else f"{m:+.1f}{spread}" if diff
+                             else f"{m:.1f}{spread}")
         return out_cells
 
     for diff in (False, True):
@@ -105,8 +106,8 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
             means = [sum(value[arm, t, s] - (value["mtdnn-single", t, s] if diff else 0)
                          for t in TASKS) / len(TASKS) for s in both]
             m, sd = bc.mean_std(means) if means else (None, None)
-            mean_cell = "-" if m is None else (f"{m:+.1f} ± {sd or 0:.1f}" if diff
-                                               else f"{m:.1f} ± {sd or 0:.1f}")
+            spread = "" if sd is None else f" ± {sd:.1f}"
+            mean_cell = "-" if m is None else (f"{m:+.1f}{spread}" if diff else f"{m:.1f}{spread}")
             name = f"Δ {arm} − mtdnn-single" if diff else arm
             rows.append([name, *cells(per_task, diff), mean_cell])
             summary[name] = {"per_task": per_task, "mean": means}
