@@ -141,8 +141,8 @@ def words_as_in_text(tokenizer: Any) -> Any:
     with `add_prefix_space=True`; a space before each word gives the same ids without changing
     the tokenizer other tasks share. WordPiece and SentencePiece words are left as they are."""
     try:
-        pre = json.loads(tokenizer.backend_tokenizer.to_str()).get("pre_tokenizer") or {}
-    except (AttributeError, ValueError):
+        pre = json.loads(tokenizer.backend_tokenizer.pre_tokenizer.__getstate__())
+    except (AttributeError, TypeError, ValueError):  # no Rust tokenizer, or no pre-tokenizer
         return lambda words: words
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
     if any(step.get("type") == "ByteLevel" and not step.get("add_prefix_space")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from mtdnn.steps import Losses, StepHook
+from mtdnn.steps import StepHook
 
 if TYPE_CHECKING:
     from mtdnn.model import MultiTaskModel
@@ -196,9 +196,6 @@ class EMACopy(StepHook):
     def after_optimizer_step(self) -> None:
         for slow, fast in zip(self.model.parameters(), self.source.parameters(), strict=True):
             slow.mul_(self.beta).add_(fast.detach(), alpha=1 - self.beta)
-
-    def before_optimizer_step(self, step: int, losses: Losses, grad_norms: Any) -> None:
-        pass
 
     def state_dict(self) -> dict[str, Any]:
         return {k: v.clone() for k, v in self.model.state_dict().items()}

@@ -184,7 +184,7 @@ def unit_config(args: argparse.Namespace, unit: str, arm: str, n: int, out: Path
         overrides.append(f"tasks.commonsenseqa.batch_size={questions}")
     if u.data == "goemotions":  # one fixed threshold: nothing is tuned on the scored rows
         overrides.append("tasks.goemotions.tune_threshold=false")
-    if arm == "mtdnn" and not speed and getattr(args, "mtdnn_random_batches", False):
+    if arm == "mtdnn" and not speed and args.mtdnn_random_batches:
         overrides.append("train.group_by_length=false")
     hf_sampling = "group_by_length" if speed or args.hf_group_by_length else "random"
     settings = {"unit": unit, "arm": arm, "n": n, "spec": DATA[u.data].spec,

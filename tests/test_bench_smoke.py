@@ -197,6 +197,11 @@ def test_throughput_end_to_end_with_the_unfused_method(tmp_path, tiny_bert, glue
     assert "- `mtdnn`: (c) mtdnn multi-task; optimizer AdamW(fused=True, foreach=None)" in text
     assert "; optimizer AdamW(fused=None, foreach=None)" in text
     assert "| mtdnn-unfused/hf-dynamic |" in text and "warning" not in proc.stdout
+    assert "| mtdnn/mtdnn-unfused |" in text  # the lever alone, on the same batches
+    # --report-from rebuilds the same report from the stored JSON, without running anything
+    again = tmp_path / "again.md"
+    bt.main(["--report-from", str(out.with_suffix(".json")), "--out", str(again)])
+    assert again.read_text(encoding="utf-8") == text
 
 
 # ---- bench_inference and probe_hf_gap ----------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from mtdnn.tasks.base import TaskType
@@ -180,7 +181,7 @@ class TokenClassification(TaskType):
         each word's first sub-word, else -100; when the split has tags), word_ids (the word a
         token is the first sub-word of, else -1), index (the sentence), length."""
         from mtdnn.errors import UserError
-        from mtdnn.features import content_key, map_cached
+        from mtdnn.features import content_key, map_cached, words_as_in_text
 
         if for_training and examples.labels is None:
             from mtdnn.errors import DataError
@@ -196,9 +197,10 @@ class TokenClassification(TaskType):
             table["tags"] = examples.labels
         key = content_key(examples.task, examples.split, examples.where, tokenizer, max_len,
                           "token_classification/2", [examples.tokens, examples.labels or []])
-        return map_cached(table, lambda batch: _encode(batch, tokenizer, max_len), key,
-                          f"{examples.task}-{examples.split}", use_cache=use_cache,
-                          remove_columns=list(table))
+        as_in_text = words_as_in_text(tokenizer)
+        encode = partial(_encode, tokenizer=tokenizer, max_len=max_len, as_in_text=as_in_text)
+        return map_cached(table, encode, key, f"{examples.task}-{examples.split}",
+                          use_cache=use_cache, remove_columns=list(table))
 
     def collator(self, tokenizer: Any) -> Any:
         from transformers import DataCollatorForTokenClassification
@@ -353,14 +355,13 @@ class TokenClassification(TaskType):
         return probe_batch(model.encoder_for(task).config)
 
 
-def _encode(batch: dict[str, list[Any]], tokenizer: Any, max_len: int) -> dict[str, list[Any]]:
-    """Sentences -> features: one per sentence, or windows of whole words when it is too long."""
-    from mtdnn.features import words_as_in_text
-
+def _encode(batch: dict[str, list[Any]], tokenizer: Any, max_len: int, as_in_text: Any
+            ) -> dict[str, list[Any]]:
+    """Sentences -> features: one per sentence, or windows of whole words when it is too long;
+    `as_in_text`: mtdnn.features.words_as_in_text(tokenizer)."""
     out: dict[str, list[Any]] = {k: [] for k in ("input_ids", "word_ids", "index", "length")}
     tags = batch.get("tags")
     room = max_len - tokenizer.num_special_tokens_to_add(pair=False)
-    as_in_text = words_as_in_text(tokenizer)
     enc = tokenizer([as_in_text(w) for w in batch["tokens"]], is_split_into_words=True,
                     truncation=False)
     for i, words in enumerate(batch["tokens"]):
