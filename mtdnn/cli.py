@@ -224,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser("finetune", help="further fine-tune one task from a multi-task checkpoint")
-    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")
+    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/tour/best)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="settings of this run, e.g. train.epochs=3 train.learning_rate=2e-5")
     p.add_argument("--task", required=True, help="the task to fine-tune")
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_finetune)
 
     p = sub.add_parser("evaluate", help="score a checkpoint on a labelled split of its tasks")
-    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/demo/best)")
+    p.add_argument("checkpoint", help="a checkpoint directory (e.g. runs/tour/best)")
     p.add_argument("--tasks", help="comma-separated tasks (default: all in the checkpoint)")
     p.add_argument("--split", default="dev", choices=["train", "dev", "test"])
     p.add_argument("--data-dir", help="read local task files from here instead")

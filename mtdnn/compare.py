@@ -293,8 +293,9 @@ def _write(path: Path, record: dict[str, Any]) -> None:
 
 
 def _tidy(run: Run, root: Path, runs: list[Run]) -> None:
-    """Frees disk: resumable checkpoints of a finished run, and best/ of a run no later run starts
-    from (a fine-tuning run, or a base whose fine-tuning runs are done)."""
+    """Frees disk: resumable checkpoints of a finished run, and best/ of a fine-tuning run. The
+    best/ of single and multi stays: fine-tuning routes start from it, and it is a model to use
+    (or a teacher to distil from)."""
     shutil.rmtree(run.directory / "checkpoints", ignore_errors=True)
     if run.route in BASE:
         shutil.rmtree(run.directory / "best", ignore_errors=True)

@@ -116,6 +116,8 @@ def results_table(metrics: dict[str, dict[str, dict[str, float]]],
     """A Markdown table: one row per task and metric, dev value next to the trivial baseline."""
     lines = ["| task | metric | dev | baseline |", "|---|---|---:|---:|"]
     for task, splits in metrics.items():
+        if not splits.get("dev"):  # trained, not evaluated: say so rather than leave it out
+            lines.append(f"| {task} | - | no dev split | - |")
         for name, value in splits.get("dev", {}).items():
             base = baselines.get(task, {}).get(name)
             # round first: a constant's correlation of -1e-17 would print as "-0.00"

@@ -6,7 +6,7 @@ name and label set. A task the checkpoint does not hold is defined by another sp
 fresh head.
 
 Example:
-    >>> spec = finetune_spec("runs/demo/best", "rte", ["train.epochs=3"])
+    >>> spec = finetune_spec("runs/tour/best", "rte", ["train.epochs=3"])
     >>> train(spec)
 """
 
@@ -32,7 +32,7 @@ def finetune_spec(checkpoint: str | Path, task: str, overrides: Sequence[str] = 
     """The spec of a single-task run that starts from `checkpoint`.
 
     Args:
-        checkpoint: an mtdnn checkpoint directory (e.g. runs/demo/best).
+        checkpoint: an mtdnn checkpoint directory (e.g. runs/tour/best).
         task: the task to fine-tune.
         overrides: `key=value` settings of the new run (its own schedule: learning rate, epochs).
         spec_path: where the task is defined when the checkpoint's own spec lacks it.

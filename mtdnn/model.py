@@ -4,7 +4,7 @@ It saves to and loads from a checkpoint directory that any transformers user can
 is owned by mtdnn/checkpoint.py).
 
 Example:
-    >>> model = MultiTaskModel.from_pretrained("runs/demo/best")
+    >>> model = MultiTaskModel.from_pretrained("runs/tour/best")
     >>> model.predict("rte", [("A man is playing.", "Someone plays.")])
     [{'label': 'entailment', 'score': 0.91, 'probabilities': {...}}]
 """
@@ -288,7 +288,7 @@ class MultiTaskModel(nn.Module):
         """Loads a checkpoint directory (weights through safetensors only), in eval mode.
 
         Args:
-            directory: an mtdnn checkpoint (e.g. runs/demo/best).
+            directory: an mtdnn checkpoint (e.g. runs/tour/best).
             device: where to put the model.
             trust_remote_code: run code shipped with the checkpoint's encoder; only for
                 checkpoints you trust.

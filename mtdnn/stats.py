@@ -92,14 +92,20 @@ def verdict(mean: float, intervals: Sequence[tuple[float, float]], scale: float 
             unit: str = "") -> str:
     """A plain-language reading of a paired difference: "helps: +4.1 [+1.9, +6.3]" when every
     available interval lies above 0, "hurts: ..." when every one lies below, else "no detectable
-    effect". The bracket shows the first interval that exists."""
+    effect". The bracket shows the first interval that exists, or for "no detectable effect" the
+    first one that holds 0 (the one that decided: two seeds with equal differences give a t-interval
+    of width 0 that says nothing)."""
     known = [(lo, hi) for lo, hi in intervals if not (math.isnan(lo) or math.isnan(hi))]
     if not known or math.isnan(mean):
         return "not enough runs"
-    lo, hi = known[0]
-    text = f"{scale * mean:+.1f}{unit} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
+
+    def text(lo: float, hi: float) -> str:
+        return f"{scale * mean:+.1f}{unit} [{scale * lo:+.1f}, {scale * hi:+.1f}]"
+
     if all(low > 0 for low, _ in known):
-        return f"helps: {text}"
+        return f"helps: {text(*known[0])}"
     if all(high < 0 for _, high in known):
-        return f"hurts: {text}"
-    return f"no detectable effect: {text}"
+        return f"hurts: {text(*known[0])}"
+    # (intervals on opposite sides of 0, none holding it: the first one)
+    deciding = next(((lo, hi) for lo, hi in known if lo <= 0 <= hi), known[0])
+    return f"no detectable effect: {text(*deciding)}"

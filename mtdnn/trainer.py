@@ -346,10 +346,11 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
                      for name, d in data.items()
                      if d.dev_rows is not None and d.train_rows is not None}
         if accelerator.is_main_process:
-            write_results(out, state, metrics, baselines)
+            table = results_table({name: metrics.get(name, {}) for name in data}, baselines)
+            write_results(out, state, metrics, table)
             plot_run(out, {name: main_metric(d.info.metrics) for name, d in data.items()})
             accelerator.print(f"\nbest dev results (step {state.best_step}), checkpoint "
-                              f"{out / 'best'}:\n\n{results_table(metrics, baselines)}\n")
+                              f"{out / 'best'}:\n\n{table}\n")
     log.close()
     accelerator.end_training()
     return TrainResult(output_dir=out, best_dir=None if stopped else out / "best",
@@ -368,12 +369,11 @@ def checkpoint_metrics(step: int, score: float | None, results: dict[str, dict[s
     return record
 
 
-def write_results(out: Path, state: TrainerState, metrics: dict[str, Any],
-                  baselines: dict[str, dict[str, float]]) -> None:
+def write_results(out: Path, state: TrainerState, metrics: dict[str, Any], table: str) -> None:
     (out / "metrics.json").write_text(json.dumps(
         {"best_step": state.best_step, "score": state.best_score, "tasks": metrics,
          "examples": state.examples}, indent=2), encoding="utf-8")
-    (out / "results.md").write_text(results_table(metrics, baselines) + "\n", encoding="utf-8")
+    (out / "results.md").write_text(table + "\n", encoding="utf-8")
 
 
 __all__ = ["TaskData", "TrainResult", "train", "resolve_mixed_precision"]

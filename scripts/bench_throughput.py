@@ -294,7 +294,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          out="/tmp/BENCHMARKS-throughput.md", out_help="Markdown fragment")
     bc.add_mix_args(p, tasks=DEFAULT_TASKS, tasks_help="task names of task_specs/glue.yaml",
                     rows_help="first N training rows of each task (0: all); keeps SST-2 from "
-                              "taking most of the steps, as in task_specs/demo.yaml")
+                              "taking most of the steps, as in task_specs/tour.yaml")
     p.add_argument("--steps", type=int, default=60, help="optimizer steps in total, per method")
     p.add_argument("--repeats", type=int, default=3, help="rounds of a b c; medians reported")
     p.add_argument("--methods", default=DEFAULT_METHODS,

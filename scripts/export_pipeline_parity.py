@@ -4,9 +4,9 @@ Exports one task of an mtdnn checkpoint (`mtdnn export`), runs the first N rows 
 split through `MultiTaskModel.predict` and through `pipeline("text-classification")` on the
 export, and prints how many labels agree and the largest score difference, with and without
 `truncation=True` (mtdnn truncates to the run's max_seq_length; the pipeline does not by default).
-The README's figure for the demo checkpoint comes from:
+The README's figure for the tour checkpoint (task_specs/tour.yaml) comes from:
 
-    MTDNN_GLUE_DIR=../shared/data/glue python scripts/export_pipeline_parity.py runs/demo/best \
+    MTDNN_GLUE_DIR=../shared/data/glue python scripts/export_pipeline_parity.py runs/tour/best \
         --task rte --rows 50
 """
 
@@ -52,7 +52,7 @@ def parity(checkpoint: str, task: str, rows: int, data_dir: str | None) -> dict[
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("checkpoint", help="an mtdnn checkpoint, e.g. runs/demo/best")
+    p.add_argument("checkpoint", help="an mtdnn checkpoint, e.g. runs/tour/best")
     p.add_argument("--task", default="rte", help="a classification task of the checkpoint")
     p.add_argument("--rows", type=int, default=50, help="the first N dev rows")
     p.add_argument("--data-dir", default=os.environ.get("MTDNN_GLUE_DIR"),

@@ -1,17 +1,18 @@
 """MT-DNN's two extras, measured on the quality study's runs (BENCHMARKS.md "Distillation and
 SMART"): a distilled student against one multi-task model and against the ensemble it learns
-from, and SMART on against off. Runs after scripts/study_quality.py, whose runs it reuses.
+from, and SMART on against off. Runs after scripts/study_quality.py's main comparison, whose
+runs it reuses.
 
     MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_kd_smart.py   # resumable, hours
     MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_kd_smart.py --report
 
-- Teachers: the study's three multi-task runs (seeds 1-3, its best multi learning rate; targets
-  RTE, MRPC, STS-B, CoLA with the MNLI, QNLI, QQP helpers). The ensemble: the mean of their dev
+- Teachers: the study's three multi-task runs (seeds 1-3 at its learning rate; targets RTE,
+  MRPC, STS-B with the MNLI helper). The ensemble: the mean of their dev
   outputs (classification: softmax probabilities; regression: scores).
 - Student: the same MiniLM and multi-task run (same data, lr, 2 epochs, seeds 1-3), trained with
   `distill:` from the three teachers (alpha 0.5, T 1). Goal: close at least half of the gap
   between one multi-task model (the study's multi runs, paired by seed) and the ensemble.
-- SMART: the study's single-task runs (its best single lr, seeds 1-3) again with
+- SMART: the study's single-task runs (seeds 1-3 at its learning rate) again with
   `adv_weight: 1` (one adversarial step, the paper's step size and epsilon) on every target,
   paired by seed with the runs without it; and the cost per step of each.
 Every run is a `mtdnn compare` record (stored as it finishes, resumable).
@@ -20,7 +21,6 @@ Every run is a `mtdnn compare` record (stored as it finishes, resumable).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -37,10 +37,8 @@ SEEDS = [1, 2, 3]
 
 
 def chosen(study: Path) -> dict[str, float]:
-    path = study / "final" / "report.json"
-    if not path.is_file():
-        raise SystemExit(f"{path}: run scripts/study_quality.py to the end first")
-    return json.loads(path.read_text(encoding="utf-8"))["chosen"]
+    """The study's learning rates (one for every arm: scripts/study_quality.py's LR)."""
+    return {"single": sq.LR, "multi": sq.LR}
 
 
 def teachers(study: Path, lr: float) -> list[Path]:

@@ -359,7 +359,7 @@ CASES = [
     # ---- checkpoints ---------------------------------------------------------------------------
     Case("evaluate on a directory that is not a checkpoint",
          lambda c: ["evaluate", str(c.data)],
-         ["<data>: not an mtdnn checkpoint (no mtdnn.json)", "runs/demo/best"]),
+         ["<data>: not an mtdnn checkpoint (no mtdnn.json)", "runs/tour/best"]),
     Case("evaluate on a plain transformers model",
          lambda c: ["evaluate", c.tiny_bert],
          ["not an mtdnn checkpoint", "looks like a plain transformers model", "`encoder:`"]),
@@ -387,7 +387,7 @@ CASES = [
          ["<tmp>/ckpt/heads.safetensors: cannot be loaded (a weights file", "use another one"]),
     Case("evaluate on a checkpoint without spec.yaml",
          lambda c: _damaged(c, lambda p: (p / "spec.yaml").unlink()),
-         ["<tmp>/ckpt: no spec.yaml", "runs/demo/best"]),
+         ["<tmp>/ckpt: no spec.yaml", "runs/tour/best"]),
     Case("evaluate on a checkpoint whose spec.yaml is not YAML",
          lambda c: _damaged(c, lambda p: (p / "spec.yaml").write_text("a: [", "utf-8")),
          ["<tmp>/ckpt/spec.yaml", "not valid YAML at line 1"]),

@@ -295,3 +295,27 @@ def test_memory_probe_children_run_under_each_allocator_setting(tmp_path, tiny_b
         assert 0 < ph["peak_step"]["rss"] <= r["peak_rss_mb"] + 1 and ph["peak_step"]["rows"] > 0
     text = out.read_text(encoding="utf-8")
     assert "| mmap-128k | mtdnn |" in text and "| default | hf-dynamic |" in text
+
+
+# ---- probe_levers -------------------------------------------------------------------------------
+
+
+def test_lever_probe_times_every_variant_on_the_same_batches(tmp_path, tiny_bert, glue, one_thread):
+    pl = load_script("probe_levers")
+    out = tmp_path / "levers"
+    pl.main(["--glue-dir", str(glue), "--encoder", tiny_bert, "--rounds", "2", "--warmup", "1",
+             "--variants", "sdpa,eager-attention,pad8", "--steps", "2", "--batch-size", "4",
+             "--out", str(out)])
+    stored = json.loads((out / "levers.json").read_text(encoding="utf-8"))
+    results = stored["results"]
+    assert set(results) == {"sdpa", "eager-attention", "pad8"}
+    assert all(len(runs) == 2 for runs in results.values())
+    # the same batches for every variant: the same real tokens in the timed steps
+    assert len({r["real_tokens"] for runs in results.values() for r in runs}) == 1
+    table = (out / "levers.md").read_text(encoding="utf-8")
+    assert "| `sdpa` |" in table and "| 1.00x |" in table
+    ids, mask = pl.pad([[5, 6, 7], [8]], 8)
+    assert ids.tolist() == [[5, 6, 7, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0, 0]]
+    assert mask.sum(1).tolist() == [3, 1]
+    with pytest.raises(SystemExit, match="sdpa missing"):
+        pl.main(["--glue-dir", str(glue), "--variants", "pad8"])

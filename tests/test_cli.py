@@ -198,12 +198,12 @@ def test_missing_checkpoint_directory(tmp_path: Path, capsys: pytest.CaptureFixt
         captured = capsys.readouterr()
         assert captured.out == ""
         assert captured.err == (f"error: {missing}: directory not found (give a checkpoint "
-                                "directory written by `mtdnn train`, e.g. runs/demo/best)\n")
+                                "directory written by `mtdnn train`, e.g. runs/tour/best)\n")
     missing.mkdir(parents=True)  # a directory, but not a checkpoint
     assert main(["evaluate", str(missing)]) == 2
     assert capsys.readouterr().err == (
         f"error: {missing}: not an mtdnn checkpoint (no mtdnn.json); give a directory written by "
-        "`mtdnn train`, e.g. runs/demo/best\n")
+        "`mtdnn train`, e.g. runs/tour/best\n")
 
 
 def test_predict_input_problems(checkpoint: Path, tmp_path: Path,

@@ -47,17 +47,17 @@ def test_pretrained_minilm_trains_saves_and_exports(tmp_path, glue, minilm_path)
 @pytest.mark.slow
 def test_pretrained_minilm_learns_sts_b(tmp_path, glue, minilm_path):
     # all-MiniLM-L6-v2 is a sentence-similarity model: 250 steps on 2,000 STS-B pairs (shared with
-    # RTE) bring dev Pearson well above a constant's 0; measured 0.83 on the full demo.
+    # RTE) bring dev Pearson well above a constant's 0; measured 0.83 on the tour (tour.yaml).
     result = train(_spec(tmp_path, glue, steps=250, rows=2000), progress=False)
     assert result.metrics["stsb"]["dev"]["pearson"] > 0.7
     assert result.metrics["stsb"]["dev"]["pearson"] > result.baselines["stsb"]["pearson"] + 0.7
 
 
 @pytest.mark.slow
-def test_the_demo_beats_every_trivial_baseline(tmp_path, glue, minilm_path):
-    """The README's demo command, as shipped (about 18 minutes on 2 cores): every task and metric
+def test_the_tour_beats_every_trivial_baseline(tmp_path, glue, minilm_path):
+    """The README's tour command, as shipped (about 18 minutes on 2 cores): every task and metric
     of its results table is above the trivial baseline printed next to it."""
-    spec = load_spec(SPECS / "demo.yaml", [f"data_dir={glue}", f"output_dir={tmp_path / 'demo'}"])
+    spec = load_spec(SPECS / "tour.yaml", [f"data_dir={glue}", f"output_dir={tmp_path / 'tour'}"])
     result = train(spec, progress=False)
     rows = [(task, metric, value, result.baselines[task][metric])
             for task, splits in result.metrics.items() for metric, value in splits["dev"].items()]

@@ -66,7 +66,7 @@ def problems_of(excinfo: pytest.ExceptionInfo[SpecError]) -> list[str]:
 
 def test_the_shipped_specs_are_found():
     # The glob recurses; this pins that it finds the specs at all (an empty list would pass below).
-    assert {p.name for p in SHIPPED} >= {"demo.yaml", "glue.yaml", "wikiqa.yaml"}
+    assert {p.name for p in SHIPPED} >= {"demo.yaml", "tour.yaml", "glue.yaml", "wikiqa.yaml"}
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SPECS)))
@@ -96,16 +96,29 @@ def test_shipped_spec_loads_with_the_local_data(path: Path, glue: Path, more: Pa
             assert Path(f.path).is_relative_to(root)
 
 
-def test_demo_spec_selects_its_tasks_and_keeps_the_included_settings(monkeypatch):
+def test_tour_spec_selects_its_tasks_and_keeps_the_included_settings(monkeypatch):
     monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
-    spec = load_spec(SPECS / "demo.yaml")
+    spec = load_spec(SPECS / "tour.yaml")
     assert [t.name for t in spec.tasks] == ["rte", "mrpc", "stsb", "cola", "sst2", "wikiqa"]
-    assert spec.encoder == "sentence-transformers/all-MiniLM-L6-v2"  # demo's, over glue.yaml's
+    assert spec.encoder == "sentence-transformers/all-MiniLM-L6-v2"  # tour's, over glue.yaml's
     assert spec.train.learning_rate == 1e-4
     assert spec.task("sst2").max_train_examples == 4000  # merged into glue.yaml's sst2
     assert spec.task("sst2").labels == ("0", "1")  # kept from glue.yaml
     assert spec.task("wikiqa").type == "ranking"
 
+
+
+def test_demo_spec_is_rte_with_the_mnli_helper_at_the_study_settings(monkeypatch):
+    monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
+    spec = load_spec(SPECS / "demo.yaml")
+    assert [t.name for t in spec.tasks] == ["rte", "mnli"]
+    assert spec.encoder == "sentence-transformers/all-MiniLM-L6-v2"
+    t = spec.train
+    assert (t.learning_rate, t.batch_size, t.epochs, t.warmup_ratio, t.sampler) == \
+        (1e-4, 32, 2, 0.1, "proportional")
+    # from the Hub, MNLI is cut to the size of the local sample
+    assert spec.task("mnli").max_train_examples == 10000
+    assert spec.task("mnli").hub.splits["train"] == "train"
 
 # --- overrides -----------------------------------------------------------------------------------
 
@@ -387,7 +400,7 @@ def test_to_dict_round_trip(with_glue: bool, request: pytest.FixtureRequest,
         monkeypatch.setenv("MTDNN_GLUE_DIR", str(request.getfixturevalue("glue")))
     else:
         monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
-    spec = load_spec(SPECS / "demo.yaml")
+    spec = load_spec(SPECS / "tour.yaml")
     data = spec.to_dict()
     assert list(data["tasks"]) == ["rte", "mrpc", "stsb", "cola", "sst2", "wikiqa"]
     assert "source" not in data
@@ -424,14 +437,14 @@ def wikiqa_rows_of_first_questions(path: Path, n: int) -> int:
     return sum(list(questions.values())[:n])
 
 
-def test_cli_validate_demo_prints_the_row_counts(glue: Path):
-    r = run_cli("validate", "task_specs/demo.yaml", MTDNN_GLUE_DIR=str(glue))
+def test_cli_validate_tour_prints_the_row_counts(glue: Path):
+    r = run_cli("validate", "task_specs/tour.yaml", MTDNN_GLUE_DIR=str(glue))
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     counts = {m[0]: m[1] for m in re.findall(r"^  (\w+) +\w+ +files: (.*) rows$", r.stdout, re.M)}
-    limit = load_spec(SPECS / "demo.yaml").task("wikiqa").max_train_examples
+    limit = load_spec(SPECS / "tour.yaml").task("wikiqa").max_train_examples
     wikiqa_train = wikiqa_rows_of_first_questions(glue / "WikiQA" / "train.tsv", limit)
-    assert counts == {  # the README's table; sst2 and wikiqa train are cut by the demo's limits
+    assert counts == {  # the README's table; sst2 and wikiqa train are cut by the tour's limits
         "rte": "train 2490, dev 277, test 3000",
         "mrpc": "train 3668, dev 408, test 1725",
         "stsb": "train 5749, dev 1500, test 1379",
@@ -457,12 +470,12 @@ def test_saved_spec_keeps_files_relative_so_a_new_data_dir_re_roots_them(tmp_pat
 
 
 def test_ranking_batches_count_groups_so_a_batch_holds_about_batch_size_sequences():
-    spec = load_spec(SPECS / "demo.yaml", ["train.batch_size=32", "tasks.rte.batch_size=16"])
+    spec = load_spec(SPECS / "tour.yaml", ["train.batch_size=32", "tasks.rte.batch_size=16"])
     assert spec.batch_size(spec.task("wikiqa")) == 32 // 8  # max_candidates 8
     assert spec.batch_size(spec.task("rte")) == 16
     assert spec.batch_size(spec.task("mrpc")) == 32
     with pytest.raises(SpecError, match=r"tasks.rte.batch_size: must be >= 1 or null, got 0"):
-        load_spec(SPECS / "demo.yaml", ["tasks.rte.batch_size=0"])
+        load_spec(SPECS / "tour.yaml", ["tasks.rte.batch_size=0"])
 
 
 def test_a_bad_list_item_is_reported_once(base: Path):
@@ -723,7 +736,7 @@ def test_checkpoint_cadence_and_optimizer_settings():
 
 
 def test_loading_a_spec_does_not_import_torch():
-    code = ("import sys, mtdnn.spec as s; s.load_spec('task_specs/demo.yaml'); "
+    code = ("import sys, mtdnn.spec as s; s.load_spec('task_specs/tour.yaml'); "
             "s.load_spec('task_specs/strategies/joint_pcgrad.yaml'); "
             "bad = [m for m in ('torch', 'accelerate', 'transformers') if m in sys.modules]; "
             "assert not bad, bad")
@@ -743,3 +756,16 @@ def test_a_file_format_of_another_task_type_is_refused(tmp_path: Path):
     assert e.value.problems == [
         "tasks.rte.files.train.format: 'squad' files are read by task types extractive_qa only "
         "(this task is a classification task): use tsv, csv or jsonl"]
+
+
+def test_a_bad_file_entry_is_a_spec_error_and_null_removes_a_split(tmp_path: Path):
+    glue = SPECS / "glue.yaml"
+    # a bad value inside the files mapping: one clear problem, not a crash of the later checks
+    with pytest.raises(SpecError, match=re.escape("tasks.rte.files.dev: expected a mapping, "
+                                                  "got 5")):
+        load_spec(glue, ["tasks.rte.files.dev=5", f"data_dir={tmp_path}"], tasks=["rte"])
+    (tmp_path / "RTE").mkdir()
+    for name in ("train.tsv", "test.tsv"):  # dev.tsv is missing, and not asked for
+        (tmp_path / "RTE" / name).write_text("index\tsentence1\tsentence2\tlabel\n")
+    spec = load_spec(glue, ["tasks.rte.files.dev=null", f"data_dir={tmp_path}"], tasks=["rte"])
+    assert set(spec.task("rte").files) == {"train", "test"}

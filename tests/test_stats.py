@@ -70,3 +70,11 @@ def test_verdicts():
     # one seed: only the bootstrap interval exists, and it decides
     assert verdict(0.03, [(math.nan, math.nan), (0.01, 0.05)]) == "helps: +3.0 [+1.0, +5.0]"
     assert verdict(math.nan, [(math.nan, math.nan)]) == "not enough runs"
+    # the interval that holds 0 is the one shown: not a t-interval of width 0 above it
+    assert verdict(0.014, [(0.014, 0.014), (-0.023, 0.051)]) == \
+        "no detectable effect: +1.4 [-2.3, +5.1]"
+
+
+def test_a_verdict_on_intervals_at_both_sides_of_zero_is_no_effect():
+    assert verdict(0.01, [(0.01, 0.02), (-0.03, -0.01)]) == \
+        "no detectable effect: +1.0 [+1.0, +2.0]"

@@ -248,3 +248,11 @@ def test_annealed_sampler_anneals_over_the_micro_batches_of_the_run(tiny_glue_sp
 
     # 5 optimizer steps of 2 micro-batches: the exponent reaches anneal_end at the 10th batch.
     assert tasks == schedule(10) != schedule(5)
+
+
+def test_a_task_without_a_dev_split_is_named_in_the_results_table(tiny_glue_spec, tmp_path: Path):
+    result = run(tiny_glue_spec(tasks="[rte, cola]", steps=2), "tasks.cola.files.dev=null")
+    table = (result.output_dir / "results.md").read_text()
+    assert "| cola | - | no dev split | - |" in table
+    assert f"| rte | accuracy | {100 * result.metrics['rte']['dev']['accuracy']:.2f} |" in table
+    assert "cola" not in result.metrics  # nothing made up for it

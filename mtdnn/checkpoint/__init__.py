@@ -19,8 +19,8 @@ renamed into place, so a crash mid-save leaves the previous one whole; `trainer_
 written last, so a directory without it is never taken for a checkpoint.
 
 Example:
-    >>> model = load_model("runs/demo/best")
-    >>> read_metrics("runs/demo/best")["step"]
+    >>> model = load_model("runs/tour/best")
+    >>> read_metrics("runs/tour/best")["step"]
 """
 
 from mtdnn.checkpoint.layout import (

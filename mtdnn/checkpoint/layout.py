@@ -9,6 +9,6 @@ METRICS_FILE = "metrics.json"
 GROUP_ENCODERS_DIR = "encoders"
 STATE_FILE = "trainer_state.json"
 CHECKPOINTS_DIR = "checkpoints"
-EXAMPLE = "give a checkpoint directory written by `mtdnn train`, e.g. runs/demo/best"
+EXAMPLE = "give a checkpoint directory written by `mtdnn train`, e.g. runs/tour/best"
 # torch's words for a truncated file and for weights of another shape
 DAMAGED_STATE = ("PytorchStreamReader", "Error(s) in loading state_dict", "size mismatch")

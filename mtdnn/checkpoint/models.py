@@ -89,7 +89,7 @@ def read_registry(directory: str | Path) -> dict[str, Any]:
                 "`encoder:` in a spec)" if (directory / "config.json").is_file() else ""
         raise CheckpointError(directory, f"not an mtdnn checkpoint (no {REGISTRY_FILE}){other}; "
                                          "give a directory written by `mtdnn train`, e.g. "
-                                         "runs/demo/best")
+                                         "runs/tour/best")
     try:
         registry = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

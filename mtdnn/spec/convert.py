@@ -127,7 +127,8 @@ class _Converter:
                 self.fail(key, f"expected a mapping, got {value!r}")
                 return BAD
             _, vt = get_args(tp)
-            return {str(k): self.convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+            out = {str(k): self.convert(v, vt, f"{key}.{k}") for k, v in value.items()}
+            return BAD if any(v is BAD for v in out.values()) else out
         if dataclasses.is_dataclass(tp):
             return self.dataclass(tp, value, key)
         if tp is bool:

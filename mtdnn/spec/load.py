@@ -88,8 +88,9 @@ def spec_from_dict(data: Any, source: str = "<spec>", base_dir: str | Path = "."
                 c.fail(f"tasks.{name}", "task names use letters, digits, '_' and '-' only")
                 continue
             if isinstance(raw, dict) and isinstance(raw.get("files"), dict):
+                # a split set to null is no split: it removes one an included spec gives
                 raw = dict(raw, files={s: {"path": f} if isinstance(f, str) else f
-                                       for s, f in raw["files"].items()})
+                                       for s, f in raw["files"].items() if f is not None})
             task = c.dataclass(TaskSpec, raw, f"tasks.{name}", extra={"name": str(name)})
             if task is not BAD:
                 for check in TASK_CHECKS:
