@@ -36,11 +36,6 @@ import study_quality as sq  # noqa: E402
 SEEDS = [1, 2, 3]
 
 
-def chosen(study: Path) -> dict[str, float]:
-    """The study's learning rates (one for every arm: scripts/study_quality.py's LR)."""
-    return {"single": sq.LR, "multi": sq.LR}
-
-
 def teachers(study: Path, lr: float) -> list[Path]:
     dirs = [sq.lr_dir(study, lr) / "multi" / f"seed-{s}" / "best" for s in SEEDS]
     missing = [str(d) for d in dirs if not (d / "mtdnn.json").is_file()]
@@ -116,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     sq.SETUP.update(encoder=args.encoder, max_train=args.max_train, epochs=args.epochs)
     bc.child_env()
     study, out = Path(args.study), Path(args.out)
-    lr = chosen(study)
+    lr = {"single": sq.LR, "multi": sq.LR}  # the study runs every arm at one rate
     dirs = teachers(study, lr["multi"])
     all_tasks = [*sq.TARGETS, *sq.HELPERS]
     # ---- distillation

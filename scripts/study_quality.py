@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
 
-ROUTES = ("single", "multi", "multi+ft", "single+extra")
+from mtdnn.compare import ROUTES  # noqa: E402  (torch-free)
 
 TARGETS = ["rte", "mrpc", "stsb"]
 HELPERS = ["mnli"]

@@ -107,7 +107,6 @@ def test_tour_spec_selects_its_tasks_and_keeps_the_included_settings(monkeypatch
     assert spec.task("wikiqa").type == "ranking"
 
 
-
 def test_demo_spec_is_rte_with_the_mnli_helper_at_the_study_settings(monkeypatch):
     monkeypatch.delenv("MTDNN_GLUE_DIR", raising=False)
     spec = load_spec(SPECS / "demo.yaml")
@@ -119,6 +118,7 @@ def test_demo_spec_is_rte_with_the_mnli_helper_at_the_study_settings(monkeypatch
     # from the Hub, MNLI is cut to the size of the local sample
     assert spec.task("mnli").max_train_examples == 10000
     assert spec.task("mnli").hub.splits["train"] == "train"
+
 
 # --- overrides -----------------------------------------------------------------------------------
 

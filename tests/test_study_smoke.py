@@ -36,4 +36,3 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     assert json.loads((tmp_path / "final" / "report.json").read_text())["targets"] == \
         report["targets"]
     assert (tmp_path / "final" / "report.json").stat().st_mtime_ns != stamp
-
