@@ -369,6 +369,22 @@ def median(values: list[float]) -> float:
 # inherits another's warm caches or allocator state.
 
 
+def hf_predict_in_order(trainer: Any, dataset: Any) -> Any:
+    """`trainer.predict(dataset)` with the predictions in the dataset's order.
+
+    With `train_sampling_strategy="group_by_length"` the Trainer also groups the *evaluation* set
+    by length (transformers PR #33514, in 5.x), and `predict()` returns the rows in that grouped
+    order with nothing that maps them back: scored against the labels in file order, they
+    compare unrelated rows (STS-B Pearson ~0). Evaluation here runs in the dataset's order,
+    whatever the training sampler was."""
+    strategy = trainer.args.train_sampling_strategy
+    trainer.args.train_sampling_strategy = "random"  # _get_eval_sampler: sequential
+    try:
+        return trainer.predict(dataset)
+    finally:
+        trainer.args.train_sampling_strategy = strategy
+
+
 def run_child(script: Path, config: dict[str, Any], workdir: Path, tag: str) -> dict[str, Any]:
     config_path, result_path = workdir / f"{tag}.config.json", workdir / f"{tag}.result.json"
     log_path = workdir / f"{tag}.log"

@@ -123,7 +123,7 @@ def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float,
                       data_collator=DataCollatorWithPadding(tokenizer))
     train_s = trainer.train().metrics["train_runtime"]
     started = time.perf_counter()
-    logits = np.asarray(trainer.predict(dev_ds).predictions)
+    logits = np.asarray(bc.hf_predict_in_order(trainer, dev_ds).predictions)
     eval_s = time.perf_counter() - started
     preds = logits.argmax(-1) if task.type == "classification" else logits.reshape(-1)
     metrics = compute_metrics(list(task.metrics or DEFAULT_METRICS[task.type]), preds,
@@ -133,7 +133,8 @@ def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float,
     del trainer, model
     gc.collect()
     return {"metrics": {task.name: metrics}, "train_s": train_s, "eval_s": eval_s,
-            "steps": steps, "loss": {task.name: loss}}
+            "steps": steps, "loss": {task.name: loss}, "predictions": preds.tolist(),
+            "examples": int(epochs * len(train_rows))}
 
 
 def mtdnn_train(spec: Any, keep_checkpoint: bool) -> dict[str, Any]:

@@ -12,6 +12,10 @@ and mtdnn share the encoder, optimizer settings, schedule and metric code; they 
          longest to the shortest. mtdnn groups by length too, then shuffles the batch order.
   head   the Trainer starts from the checkpoint's pretrained pooler; mtdnn's head dense layer is
          new (normal, std 0.02).
+  eval   found on 2026-12-02: with group_by_length the Trainer also groups the dev set by length,
+         and `predict()` returned the rows in that order, which bench_quality scored against
+         the labels in file order (unrelated rows: STS-B Pearson ~0). Every arm now predicts in
+         the dev set's order (bench_common.hf_predict_in_order); hf-grouped was rerun with it.
 
 Arms, one change at a time, each on the same rows, seeds 1-3:
   hf-grouped          the Trainer as bench_quality runs it (run_glue's group_by_length)

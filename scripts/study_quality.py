@@ -13,9 +13,10 @@ Design (every figure of the report comes from the stored runs under --out):
 - Main comparison, seeds 1-3, every arm at learning rate 1e-4: mtdnn single, mtdnn multi,
   multi+ft (multi's final model, then 1 epoch per target at half the rate), single+extra (the same
   epoch from single's final model: the control for the extra steps), and the HF Trainer single-task
-  arm (`AutoModelForSequenceClassification`, dynamic padding, group_by_length: run_glue's setup).
-- Sensitivity, seed 1: single and the Trainer at 5e-5 and 2e-4, multi at 5e-5 (the rate is not
-  tuned per arm on the three seeds; this shows how much a per-arm rate could change).
+  arm (`AutoModelForSequenceClassification`, dynamic padding, random batches, its pretrained
+  pooler: run_glue's defaults), scored in the dev set's order (bench_common.hf_predict_in_order).
+- Sensitivity, seed 1: single, multi and the Trainer at 5e-5 and 2e-4 (the rate is not tuned
+  per arm on the three seeds; this shows how much a per-arm rate could change).
 - Probe, seed 1: multi without MNLI (the three targets together), for what MNLI itself brings.
 Cost: a multi run is 1,369 steps, the three single runs 746; one seed of the four routes about
 2,900 steps. Order: the main comparison seed by seed, then the Trainer arm, then the rest.
@@ -83,49 +84,16 @@ def run_compare(spec: Any, routes: list[str], seeds: list[int], out: Path, helpe
 
 
 def hf_record(spec: Any, task_name: str, seed: int, run_dir: Path) -> dict[str, Any]:
-    import numpy as np
-    from bench_throughput import hf_dataset
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from mtdnn.data import read_split
-    from mtdnn.metrics import DEFAULT_METRICS, compute_metrics
-    from mtdnn.model import resolve_encoder
+    """One target with the HF Trainer as run_glue runs it by default (random batches, dynamic
+    padding, the pretrained pooler), the spec's optimizer and schedule, as a compare record."""
+    from bench_quality import hf_train_task
 
     started = time.perf_counter()
-    task, t = spec.task(task_name), spec.train
-    path = resolve_encoder(spec.encoder)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    train_rows, dev_rows = read_split(spec, task, "train"), read_split(spec, task, "dev")
-    train_ds = hf_dataset(train_rows, tokenizer, spec.max_seq_length, False)
-    dev_ds = hf_dataset(dev_rows, tokenizer, spec.max_seq_length, False)
-    steps = math.ceil(t.epochs * bc.batches(len(train_rows), t.batch_size))  # mtdnn's schedule
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
-    args = TrainingArguments(
-        output_dir=str(run_dir), seed=seed, per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size, learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay, adam_beta1=t.adam_betas[0], adam_beta2=t.adam_betas[1],
-        adam_epsilon=t.adam_epsilon, max_grad_norm=t.max_grad_norm or 0.0,
-        lr_scheduler_type=t.scheduler, warmup_steps=int(t.warmup_ratio * steps), max_steps=steps,
-        use_cpu=True, disable_tqdm=True, save_strategy="no", eval_strategy="no",
-        report_to="none", train_sampling_strategy="group_by_length")
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
-    trainer.train()
-    logits = np.asarray(trainer.predict(dev_ds).predictions)
-    preds = logits.argmax(-1) if task.type == "classification" else logits.reshape(-1)
-    names = list(task.metrics or DEFAULT_METRICS[task.type])
-    metrics = compute_metrics(names, preds, dev_rows.labels)
-    del trainer, model
+    run = hf_train_task(spec, spec.task(task_name), run_dir, spec.train.epochs, sampling="random")
     gc.collect()
     return {"route": "hf-single", "target": task_name, "seed": seed, "status": "ok",
-            "metrics": metrics, "predictions": preds.tolist(),
-            "examples": {task_name: int(t.epochs * len(train_rows))},  # every row each epoch
+            "metrics": run["metrics"][task_name], "predictions": run["predictions"],
+            "examples": {task_name: run["examples"]},  # every row each epoch
             "wall_s": time.perf_counter() - started, "run": f"hf/{task_name}/seed-{seed}"}
 
 
@@ -199,6 +167,55 @@ def grid_markdown(grid: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def paired(rows: list[dict[str, Any]], route: str, baseline: str) -> dict[str, dict[str, Any]]:
+    """Per target and for the mean of the targets: route − baseline on the main dev metric, per
+    seed (seeds both ran), with the 95% t-interval of the mean over seeds."""
+    from mtdnn.stats import t_interval
+
+    out: dict[str, dict[str, Any]] = {}
+    for unit in [*TARGETS, "mean"]:
+        per_seed = {}
+        for seed in SEEDS:
+            if unit == "mean":
+                a = main_score([r for r in rows if r["route"] == route], seed)
+                b = main_score([r for r in rows if r["route"] == baseline], seed)
+            else:
+                a, b = (main_score_of(rows, name, unit, seed) for name in (route, baseline))
+            if not (math.isnan(a) or math.isnan(b)):
+                per_seed[seed] = a - b
+        mean, low, high = t_interval(list(per_seed.values()))
+        out[unit] = {"per_seed": per_seed, "mean": mean, "t_interval": [low, high]}
+    return out
+
+
+def main_score_of(rows: list[dict[str, Any]], route: str, target: str, seed: int) -> float:
+    from mtdnn.metrics import main_metric
+
+    match = [r for r in rows if r["route"] == route and r["target"] == target and
+             r["seed"] == seed and r["status"] == "ok"]
+    return match[0]["metrics"][main_metric(list(match[0]["metrics"]))] if match else math.nan
+
+
+def paired_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """The paired table against each baseline (single, and the Trainer: the issue's goal)."""
+    def iv(v: list[float]) -> str:
+        return "-" if math.isnan(v[0]) else f"[{100 * v[0]:+.1f}, {100 * v[1]:+.1f}]"
+
+    lines = ["", "## Paired against each baseline, main metric (x100)", "",
+             "Per seed: route − baseline on the same seed; `mean` is the mean over RTE, MRPC and "
+             "STS-B of each seed's main metrics; 95% t-interval over seeds.", "",
+             "| route − baseline | target | per seed | mean | t-interval |",
+             "|---|---|---|---:|---|"]
+    for pair, units in table.items():
+        for unit, d in units.items():
+            if not d["per_seed"]:
+                continue
+            seeds = ", ".join(f"{100 * v:+.1f}" for v in d["per_seed"].values())
+            lines.append(f"| {pair} | {unit} | {seeds} | {100 * d['mean']:+.1f} | "
+                         f"{iv(d['t_interval'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def final_report(glue_dir: str, out: Path) -> str:
     from mtdnn.compare_report import build_report, write_report
 
@@ -229,7 +246,11 @@ def final_report(glue_dir: str, out: Path) -> str:
     grid = grid_scores(out)
     report["lr_grid"] = grid
     report["chosen"] = {"single": LR, "multi": LR, "hf": LR}
-    text = write_report(out / "final", report) + grid_markdown(grid)
+    pairs = {f"{route} − {base}": paired(rows, route, base)
+             for base in ("single", "hf-single")
+             for route in ("multi", "multi+ft", "single+extra", "single") if route != base}
+    report["paired"] = pairs
+    text = write_report(out / "final", report) + paired_markdown(pairs) + grid_markdown(grid)
     (out / "final" / "report.md").write_text(text, encoding="utf-8")
     print(grid_markdown(grid), flush=True)
     return text

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import REPO, load_script
 
@@ -319,3 +320,34 @@ def test_lever_probe_times_every_variant_on_the_same_batches(tmp_path, tiny_bert
     assert mask.sum(1).tolist() == [3, 1]
     with pytest.raises(SystemExit, match="sdpa missing"):
         pl.main(["--glue-dir", str(glue), "--variants", "pad8"])
+
+
+def test_hf_predictions_come_back_in_the_dataset_order_under_group_by_length(tmp_path, tiny_bert):
+    """The Trainer groups the evaluation set by length too when it trains with group_by_length,
+    and predict() returns rows in that order; the benchmarks score in the dataset's order."""
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    words = "the man is playing a guitar while some people sing".split()
+    texts = [" ".join(words[: 1 + (7 * i) % len(words)]) for i in range(12)]  # mixed lengths
+    ds = Dataset.from_dict({"text": texts, "labels": [i % 2 for i in range(12)]}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=2)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_eval_batch_size=4, use_cpu=True,
+                             report_to="none", train_sampling_strategy="group_by_length")
+    trainer = Trainer(model=model, args=args, processing_class=tokenizer,
+                      data_collator=DataCollatorWithPadding(tokenizer))
+    logits = bc.hf_predict_in_order(trainer, ds).predictions
+    assert trainer.args.train_sampling_strategy == "group_by_length"  # restored
+    model.eval()
+    with torch.no_grad():
+        one_by_one = [model(**tokenizer(t, return_tensors="pt")).logits[0].numpy() for t in texts]
+    assert logits == pytest.approx(np.stack(one_by_one), abs=1e-5)

@@ -26,6 +26,15 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
         assert {r: len(next(iter(d.values()))["seeds"]) for r, d in differences.items()} == \
             {"multi": 3, "multi+ft": 3, "single+extra": 3, "hf-single": 3, "multi-no-mnli": 1}
     assert report["cost"]["multi"]["examples_of_target"] == {"rte": 16, "mrpc": 16, "stsb": 16}
+    # the goal's pairs: every route against single and against the Trainer, per seed
+    paired = report["paired"]
+    assert {"multi − hf-single", "multi+ft − hf-single", "single − hf-single",
+            "multi − single"} <= set(paired)
+    rte = report["targets"]["rte"]["routes"]
+    for seed in ("1", "2", "3"):
+        assert paired["multi − hf-single"]["rte"]["per_seed"][seed] == pytest.approx(
+            rte["multi"]["accuracy"][seed] - rte["hf-single"]["accuracy"][seed])
+    assert len(paired["multi+ft − single"]["mean"]["per_seed"]) == 3
     grid = report["lr_grid"]  # seed 1 at the main rate and at the sensitivity rate
     assert set(grid) == {"single", "multi", "hf-single"}
     assert all(set(scores) == {"0.0001", "0.001"} for scores in grid.values())
@@ -36,3 +45,31 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     assert json.loads((tmp_path / "final" / "report.json").read_text())["targets"] == \
         report["targets"]
     assert (tmp_path / "final" / "report.json").stat().st_mtime_ns != stamp
+
+
+@pytest.mark.slow
+def test_the_kd_smart_script_distils_from_the_study_teachers_and_pairs_smart(tiny_bert, glue,
+                                                                               tmp_path):
+    study, kd = load_script("study_quality"), load_script("study_kd_smart")
+    common = ["--encoder", tiny_bert, "--max-train", "16", "--epochs", "1", "--glue-dir", str(glue)]
+    with pytest.raises(SystemExit, match="teacher checkpoints missing"):
+        kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd")])
+    study.main([*common, "--out", str(tmp_path / "study"), "--skip-sensitivity"])
+    kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd")])
+    report = json.loads((tmp_path / "kd" / "final" / "report.json").read_text())
+    assert report["settings"]["routes"] == ["single", "single+smart"]
+    for target in ("rte", "mrpc", "stsb"):  # SMART paired with the study's single runs by seed
+        per_metric = report["targets"][target]["differences"]["single+smart"]
+        assert all(len(d["seeds"]) == 3 for d in per_metric.values())
+    distillation = report["distillation"]
+    assert set(distillation["student"]) == set(distillation["multi"]) == {"1", "2", "3"}
+    assert len(distillation["gap_closed"]) == 3
+    assert set(distillation["ensemble"]) == {"rte", "mrpc", "stsb"}
+    text = (tmp_path / "kd" / "final" / "distillation.md").read_text()
+    assert "| the ensemble of the three |" in text and "gap closed" in text
+    stamp = (tmp_path / "kd" / "final" / "report.json").stat().st_mtime_ns
+    kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd"),
+             "--report"])  # from what is stored, without training
+    assert json.loads((tmp_path / "kd" / "final" / "report.json").read_text())["targets"] == \
+        report["targets"]
+    assert (tmp_path / "kd" / "final" / "report.json").stat().st_mtime_ns != stamp
