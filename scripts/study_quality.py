@@ -131,18 +131,18 @@ def hf_records(out: Path, lr: float) -> list[dict[str, Any]]:
         if base.is_dir() else []
 
 
-def main_score(rows: list[dict[str, Any]], seed: int = 1) -> float:
-    """Mean over targets of the main dev metric of one seed's runs (nan when one is missing)."""
+def target_score(rows: list[dict[str, Any]], target: str, seed: int) -> float:
+    """The main dev metric of one target's run of one seed (nan when it did not run)."""
     from mtdnn.metrics import main_metric
 
-    values = []
-    for target in TARGETS:
-        match = [r for r in rows if r["target"] == target and r["seed"] == seed and
-                 r["status"] == "ok"]
-        if not match:
-            return math.nan
-        values.append(match[0]["metrics"][main_metric(list(match[0]["metrics"]))])
-    return float(sum(values) / len(values))
+    match = [r for r in rows if r["target"] == target and r["seed"] == seed and
+             r["status"] == "ok"]
+    return match[0]["metrics"][main_metric(list(match[0]["metrics"]))] if match else math.nan
+
+
+def main_score(rows: list[dict[str, Any]], seed: int = 1) -> float:
+    """Mean over targets of the main dev metric of one seed's runs (nan when one is missing)."""
+    return float(sum(target_score(rows, t, seed) for t in TARGETS) / len(TARGETS))
 
 
 def grid_scores(out: Path) -> dict[str, dict[str, float]]:
@@ -172,28 +172,18 @@ def paired(rows: list[dict[str, Any]], route: str, baseline: str) -> dict[str, d
     seed (seeds both ran), with the 95% t-interval of the mean over seeds."""
     from mtdnn.stats import t_interval
 
+    of = {name: [r for r in rows if r["route"] == name] for name in (route, baseline)}
     out: dict[str, dict[str, Any]] = {}
     for unit in [*TARGETS, "mean"]:
         per_seed = {}
         for seed in SEEDS:
-            if unit == "mean":
-                a = main_score([r for r in rows if r["route"] == route], seed)
-                b = main_score([r for r in rows if r["route"] == baseline], seed)
-            else:
-                a, b = (main_score_of(rows, name, unit, seed) for name in (route, baseline))
+            a, b = (main_score(of[name], seed) if unit == "mean" else
+                    target_score(of[name], unit, seed) for name in (route, baseline))
             if not (math.isnan(a) or math.isnan(b)):
                 per_seed[seed] = a - b
         mean, low, high = t_interval(list(per_seed.values()))
         out[unit] = {"per_seed": per_seed, "mean": mean, "t_interval": [low, high]}
     return out
-
-
-def main_score_of(rows: list[dict[str, Any]], route: str, target: str, seed: int) -> float:
-    from mtdnn.metrics import main_metric
-
-    match = [r for r in rows if r["route"] == route and r["target"] == target and
-             r["seed"] == seed and r["status"] == "ok"]
-    return match[0]["metrics"][main_metric(list(match[0]["metrics"]))] if match else math.nan
 
 
 def paired_markdown(table: dict[str, dict[str, dict[str, Any]]]) -> str:
@@ -245,14 +235,14 @@ def final_report(glue_dir: str, out: Path) -> str:
     report = build_report(spec, settings, [*rows, *no_mnli], resamples=1000)
     grid = grid_scores(out)
     report["lr_grid"] = grid
-    report["chosen"] = {"single": LR, "multi": LR, "hf": LR}
     pairs = {f"{route} − {base}": paired(rows, route, base)
              for base in ("single", "hf-single")
              for route in ("multi", "multi+ft", "single+extra", "single") if route != base}
     report["paired"] = pairs
-    text = write_report(out / "final", report) + paired_markdown(pairs) + grid_markdown(grid)
+    extra = paired_markdown(pairs) + grid_markdown(grid)
+    text = write_report(out / "final", report) + extra
     (out / "final" / "report.md").write_text(text, encoding="utf-8")
-    print(grid_markdown(grid), flush=True)
+    print(extra, flush=True)
     return text
 
 
