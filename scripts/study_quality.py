@@ -18,8 +18,11 @@ Design (every figure of the report comes from the stored runs under --out):
 - Sensitivity, seed 1: single, multi and the Trainer at 5e-5 and 2e-4 (the rate is not tuned
   per arm on the three seeds; this shows how much a per-arm rate could change).
 - Probe, seed 1: multi without MNLI (the three targets together), for what MNLI itself brings.
+- CoLA (where MT-DNN reruns lose points), its own comparison, seeds 1-3, every mtdnn route:
+  CoLA alone vs CoLA + MNLI (10k) in one run, the same settings (`cola/`, its own report).
 Cost: a multi run is 1,369 steps, the three single runs 746; one seed of the four routes about
-2,900 steps. Order: the main comparison seed by seed, then the Trainer arm, then the rest.
+2,900 steps. Order: the main comparison seed by seed, then the Trainer arm, then the probe, the
+sensitivity runs and CoLA.
 
 Finished runs are stored (`mtdnn compare` records, and hf/<lr>/<task>/seed-<s>.json); an
 interrupted study continues where it stopped.
@@ -44,6 +47,7 @@ from mtdnn.compare import ROUTES  # noqa: E402  (torch-free)
 
 TARGETS = ["rte", "mrpc", "stsb"]
 HELPERS = ["mnli"]
+COLA = ["cola"]  # the target of the separate CoLA comparison (MNLI its helper)
 LR = 1e-4  # every arm's rate on the three seeds
 GRID = [5e-5, 2e-4]  # the seed-1 sensitivity rates
 SEEDS = [1, 2, 3]
@@ -72,10 +76,10 @@ def lr_dir(out: Path, lr: float) -> Path:
 
 
 def run_compare(spec: Any, routes: list[str], seeds: list[int], out: Path, helpers: list[str],
-                lr: float) -> Any:
+                lr: float, targets: list[str] = TARGETS) -> Any:
     from mtdnn.compare import compare
 
-    return compare(spec, TARGETS, helpers=helpers, seeds=seeds, routes=routes,
+    return compare(spec, targets, helpers=helpers, seeds=seeds, routes=routes,
                    ft_epochs=1.0, ft_learning_rate=lr / 2, output_dir=out, resamples=1000)
 
 
@@ -223,7 +227,8 @@ def final_report(glue_dir: str, out: Path) -> str:
                           "the seed-1 sensitivity table below shows what another would change); "
                           "three seeds bound the seed-to-seed spread only roughly; the result "
                           "holds for MiniLM-L6, these targets, one helper (MNLI, 10k rows) and "
-                          "2 epochs; CoLA, QNLI and QQP are not in it.",
+                          "2 epochs; QNLI and QQP are not in it, CoLA has its own comparison "
+                          "below.",
                 "route_text": {
                     "single": f"each target alone (mtdnn), learning rate {LR:g}",
                     "multi": f"RTE, MRPC, STS-B + MNLI (10k) in one run, learning rate {LR:g}",
@@ -239,11 +244,21 @@ def final_report(glue_dir: str, out: Path) -> str:
              for base in ("single", "hf-single")
              for route in ("multi", "multi+ft", "single+extra", "single") if route != base}
     report["paired"] = pairs
-    extra = paired_markdown(pairs) + grid_markdown(grid)
+    extra = paired_markdown(pairs) + grid_markdown(grid) + cola_markdown(out)
     text = write_report(out / "final", report) + extra
     (out / "final" / "report.md").write_text(text, encoding="utf-8")
     print(extra, flush=True)
     return text
+
+
+def cola_markdown(out: Path) -> str:
+    """The CoLA comparison's own report (written by `mtdnn compare`), one heading level down."""
+    path = out / "cola" / "report.md"
+    if not path.is_file():
+        return "\n## CoLA with MNLI as the helper\n\nNot run yet.\n"
+    body = path.read_text(encoding="utf-8").split("\n", 1)[1]
+    return "\n## CoLA with MNLI as the helper (its own comparison, cola/report.md)\n" + \
+        body.replace("\n## ", "\n### ")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -276,6 +291,8 @@ def main(argv: list[str] | None = None) -> None:
                 spec = study_spec(args.glue_dir, lr, [*TARGETS, *HELPERS], lr_dir(out, lr) / "runs")
                 run_compare(spec, ["single", "multi"], [1], lr_dir(out, lr), HELPERS, lr)
                 run_hf(args.glue_dir, lr, [1], out)
+            cola = study_spec(args.glue_dir, LR, [*COLA, *HELPERS], out / "cola" / "runs")
+            run_compare(cola, list(ROUTES), SEEDS, out / "cola", HELPERS, LR, targets=COLA)
     final_report(args.glue_dir, out)
 
 

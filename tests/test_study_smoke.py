@@ -16,7 +16,7 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     args = ["--encoder", tiny_bert, "--max-train", "16", "--epochs", "1", "--grid", "0.001",
             "--glue-dir", str(glue), "--out", str(tmp_path)]
     study.main([*args, "--skip-sensitivity"])  # the main comparison and the Trainer arm only
-    assert not (tmp_path / "lr-0.001").exists() and not (tmp_path / "probe-no-mnli").exists()
+    assert not any((tmp_path / d).exists() for d in ("lr-0.001", "probe-no-mnli", "cola"))
     study.main(args)
     report = json.loads((tmp_path / "final" / "report.json").read_text())
     routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli"]
@@ -39,7 +39,16 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     assert set(grid) == {"single", "multi", "hf-single"}
     assert all(set(scores) == {"0.0001", "0.001"} for scores in grid.values())
     assert not any(math.isnan(v) for s in grid.values() for v in s.values())  # every run done
-    assert "## Learning-rate sensitivity (seed 1)" in (tmp_path / "final" / "report.md").read_text()
+    text = (tmp_path / "final" / "report.md").read_text()
+    assert "## Learning-rate sensitivity (seed 1)" in text
+    # CoLA: its own comparison with MNLI as the helper, every route on the three seeds
+    cola = json.loads((tmp_path / "cola" / "report.json").read_text())
+    assert cola["settings"]["targets"] == ["cola"] and cola["settings"]["helpers"] == ["mnli"]
+    assert {r: len(next(iter(d.values()))["seeds"])
+            for r, d in cola["targets"]["cola"]["differences"].items()} == \
+        {"multi": 3, "multi+ft": 3, "single+extra": 3}
+    assert "## CoLA with MNLI as the helper (its own comparison, cola/report.md)" in text
+    assert "### Dev results" in text and "Not run yet" not in text
     stamp = (tmp_path / "final" / "report.json").stat().st_mtime_ns
     study.main([*args, "--report"])  # from what is stored, without training
     assert json.loads((tmp_path / "final" / "report.json").read_text())["targets"] == \
