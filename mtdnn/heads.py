@@ -29,6 +29,12 @@ class TaskHead(nn.Module):
             nn.init.normal_(linear.weight, std=0.02)
             nn.init.zeros_(linear.bias)
 
+    @torch.no_grad()
+    def start_from(self, pooler_dense: nn.Linear) -> None:
+        """The dense layer starts as a copy of a pretrained pooler's (head_init: pooler)."""
+        self.dense.weight.copy_(pooler_dense.weight)
+        self.dense.bias.copy_(pooler_dense.bias)
+
     def forward(self, first_token: torch.Tensor) -> torch.Tensor:
         # (B, H) -> (B, num_outputs)
         x = self.activation(self.dense(self.dropout(first_token)))

@@ -69,11 +69,20 @@ def resolve_encoder(name: str) -> str:
     return name
 
 
-def load_encoder(name: str, revision: str | None = None, trust_remote_code: bool = False):
+def load_encoder(name: str, revision: str | None = None, trust_remote_code: bool = False,
+                 pooler: bool = False):
+    """The encoder without its pooler; with `pooler`, with the checkpoint's pretrained pooler
+    (`encoder.pooler` is None when the architecture has none or the checkpoint holds no weights
+    for it: a newly initialised pooler is not a pretrained one)."""
     from transformers import AutoModel
 
     path = resolve_encoder(name)
     kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+    if pooler:
+        encoder, info = AutoModel.from_pretrained(path, output_loading_info=True, **kwargs)
+        if any(k.split(".")[0] == "pooler" for k in info["missing_keys"]):
+            encoder.pooler = None
+        return encoder
     try:
         # The heads read the first token themselves; a pooler would be trained by nothing.
         return AutoModel.from_pretrained(path, add_pooling_layer=False, **kwargs)

@@ -82,18 +82,20 @@ def load_model_parts(spec: Spec) -> tuple[Any, Any]:
     given.
 
     Raises:
-        SpecError: a model that cannot be loaded, or a max_seq_length it cannot take.
+        SpecError: a model that cannot be loaded, a max_seq_length it cannot take, or a head
+            that starts from a pooler the model does not have (head_init: pooler).
     """
     from transformers import AutoTokenizer
 
     source = spec.init_checkpoint or spec.encoder
     key = "init_checkpoint" if spec.init_checkpoint else "encoder"
+    kept: set[str] = set()  # the tasks whose head an init_checkpoint holds
     if spec.init_checkpoint:
         from mtdnn.checkpoint import read_registry
         from mtdnn.errors import CheckpointError
 
         try:
-            read_registry(spec.init_checkpoint)
+            kept = {t["name"] for t in read_registry(spec.init_checkpoint)["tasks"]}
         except CheckpointError as e:
             raise SpecError(spec.source, [f"init_checkpoint: {e}"]) from None
     revision = None if spec.init_checkpoint else spec.revision  # a local checkpoint has none
@@ -109,12 +111,40 @@ def load_model_parts(spec: Spec) -> tuple[Any, Any]:
             trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as e:
         raise _user_error(spec, "tokenizer" if spec.tokenizer else key, name, e) from None
+    # heads that start fresh from the pooler (an init_checkpoint's heads are loaded over them)
+    from_pooler = [t.name for t in spec.tasks if t.head_init == "pooler"
+                   and (t.name not in kept or t.name in spec.fresh_heads)]
     try:
-        encoder = load_encoder(str(source), revision, spec.trust_remote_code)
+        encoder = load_encoder(str(source), revision, spec.trust_remote_code, bool(from_pooler))
     except (OSError, ValueError) as e:
         raise _user_error(spec, key, str(source), e) from None
     check_sequence_length(spec, encoder.config)
+    if from_pooler and getattr(encoder, "pooler", None) is None:
+        raise SpecError(spec.source, [
+            f"tasks.{name}.head_init: 'pooler' starts the head from the encoder's pretrained "
+            f"pooler, and {key} {source} ({encoder.config.model_type}) holds none: set "
+            "head_init: random" for name in from_pooler])
     return tokenizer, encoder
+
+
+def detach_pooler(encoder: Any) -> Any:
+    """Takes the pretrained pooler (loaded when a task's head starts from it) off the encoder,
+    which runs without one as always; returns its dense layer, or None."""
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is None:
+        return None
+    encoder.pooler = None
+    return pooler.dense
+
+
+def start_heads_from_pooler(model: Any, spec: Spec, pooler_dense: Any) -> None:
+    """head_init: pooler: those heads' dense layers start as copies of the pretrained pooler's
+    (before an init_checkpoint's heads are loaded over them)."""
+    if pooler_dense is None:  # no head starts fresh from it (load_model_parts checked)
+        return
+    for task in spec.tasks:
+        if task.head_init == "pooler":
+            model.heads[task.name].start_from(pooler_dense)
 
 
 def check_sequence_length(spec: Spec, config: Any) -> None:

@@ -47,7 +47,13 @@ from mtdnn.methods import implementation
 from mtdnn.metrics import main_metric
 from mtdnn.model import MultiTaskModel
 from mtdnn.plots import plot_run
-from mtdnn.prepare import TaskData, load_model_parts, prepare_tasks
+from mtdnn.prepare import (
+    TaskData,
+    detach_pooler,
+    load_model_parts,
+    prepare_tasks,
+    start_heads_from_pooler,
+)
 from mtdnn.runlog import RunLog, trackers
 from mtdnn.sharing import make_sharing
 from mtdnn.smart import install as install_smart
@@ -180,6 +186,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     accelerator = make_accelerator(spec, out)
     set_seed(spec.seed)  # head init and dropout; the samplers have their own seeded generators
     tokenizer, encoder = load_model_parts(spec)
+    pooler = detach_pooler(encoder)  # head_init: pooler
     with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
         data = prepare_tasks(spec, tokenizer, encoder.config)
         teachers = attach_targets(spec, data)  # distillation: the teachers' soft targets
@@ -191,6 +198,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         model = MultiTaskModel(encoder, infos, spec.task_embedding)
     except ValueError as e:  # a task's layer the encoder does not have
         raise SpecError(spec.source, str(e).split("; ")) from None
+    start_heads_from_pooler(model, spec, pooler)
     if spec.init_checkpoint:
         loaded = init_from_checkpoint(model, spec.init_checkpoint, spec.fresh_heads,
                                       spec.trust_remote_code)

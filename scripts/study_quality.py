@@ -20,9 +20,11 @@ Design (every figure of the report comes from the stored runs under --out):
 - Probe, seed 1: multi without MNLI (the three targets together), for what MNLI itself brings.
 - CoLA (where MT-DNN reruns lose points), its own comparison, seeds 1-3, every mtdnn route:
   CoLA alone vs CoLA + MNLI (10k) in one run, the same settings (`cola/`, its own report).
+- Probe, seeds 1-3: single with `head_init: pooler` (each head's dense layer starts from MiniLM's
+  pretrained pooler, as the Trainer's does), against single's random start.
 Cost: a multi run is 1,369 steps, the three single runs 746; one seed of the four routes about
 2,900 steps. Order: the main comparison seed by seed, then the Trainer arm, then the probe, the
-sensitivity runs and CoLA.
+sensitivity runs, CoLA and the pooler probe.
 
 Finished runs are stored (`mtdnn compare` records, and hf/<lr>/<task>/seed-<s>.json); an
 interrupted study continues where it stopped.
@@ -58,7 +60,8 @@ EPOCHS = 2.0
 SETUP = {"encoder": bc.MINILM, "epochs": EPOCHS, "max_train": None}
 
 
-def study_spec(glue_dir: str, lr: float, tasks: list[str], out: Path) -> Any:
+def study_spec(glue_dir: str, lr: float, tasks: list[str], out: Path,
+               extra: tuple[str, ...] = ()) -> Any:
     from mtdnn.spec import load_spec
 
     limits = [f"tasks.{t}.max_train_examples={SETUP['max_train']}" for t in tasks] \
@@ -68,7 +71,7 @@ def study_spec(glue_dir: str, lr: float, tasks: list[str], out: Path) -> Any:
         f"train.learning_rate={lr}", "train.batch_size=32", f"train.epochs={SETUP['epochs']}",
         "train.warmup_ratio=0.1", "train.report_to=[none]", "train.log_every=20",
         # one evaluation, at the end: the final model is the one reported
-        "train.eval_every=1000000", *limits], tasks=[t for t in tasks if t])
+        "train.eval_every=1000000", *limits, *extra], tasks=[t for t in tasks if t])
 
 
 def lr_dir(out: Path, lr: float) -> Path:
@@ -218,7 +221,9 @@ def final_report(glue_dir: str, out: Path) -> str:
     rows = [*records(main, "single"), *records(main, "single+extra"), *records(main, "multi"),
             *records(main, "multi+ft"), *hf_records(out, LR)]
     no_mnli = [dict(r, route="multi-no-mnli") for r in records(out / "probe-no-mnli", "multi")]
-    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli"]
+    pooler = [dict(r, route="single-pooler") for r in records(out / "probe-pooler", "single")]
+    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli",
+              "single-pooler"]
     settings = {"targets": TARGETS, "helpers": HELPERS, "seeds": SEEDS, "routes": routes,
                 "ft_epochs": 1.0, "ft_learning_rate": LR / 2, "spec":
                 "task_specs/glue.yaml (scripts/study_quality.py)", "epochs": SETUP["epochs"],
@@ -236,13 +241,16 @@ def final_report(glue_dir: str, out: Path) -> str:
                     "single+extra": f"single's final model, then 1 epoch at {LR / 2:g} "
                                     "(the control)",
                     "hf-single": f"HF Trainer, one target at a time, learning rate {LR:g}",
-                    "multi-no-mnli": "probe, seed 1: RTE, MRPC, STS-B together, no MNLI"}}
-    report = build_report(spec, settings, [*rows, *no_mnli], resamples=1000)
+                    "multi-no-mnli": "probe, seed 1: RTE, MRPC, STS-B together, no MNLI",
+                    "single-pooler": "probe: single, each head's dense layer started from the "
+                                     "pretrained pooler (head_init: pooler)"}}
+    report = build_report(spec, settings, [*rows, *no_mnli, *pooler], resamples=1000)
     grid = grid_scores(out)
     report["lr_grid"] = grid
-    pairs = {f"{route} − {base}": paired(rows, route, base)
+    pairs = {f"{route} − {base}": paired([*rows, *pooler], route, base)
              for base in ("single", "hf-single")
-             for route in ("multi", "multi+ft", "single+extra", "single") if route != base}
+             for route in ("multi", "multi+ft", "single+extra", "single", "single-pooler")
+             if route != base}
     report["paired"] = pairs
     extra = paired_markdown(pairs) + grid_markdown(grid) + cola_markdown(out)
     text = write_report(out / "final", report) + extra
@@ -293,6 +301,9 @@ def main(argv: list[str] | None = None) -> None:
                 run_hf(args.glue_dir, lr, [1], out)
             cola = study_spec(args.glue_dir, LR, [*COLA, *HELPERS], out / "cola" / "runs")
             run_compare(cola, list(ROUTES), SEEDS, out / "cola", HELPERS, LR, targets=COLA)
+            pooled = study_spec(args.glue_dir, LR, TARGETS, out / "probe-pooler" / "runs",
+                                tuple(f"tasks.{t}.head_init=pooler" for t in TARGETS))
+            run_compare(pooled, ["single"], SEEDS, out / "probe-pooler", [], LR)
     final_report(args.glue_dir, out)
 
 

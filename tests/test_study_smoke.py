@@ -16,15 +16,18 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     args = ["--encoder", tiny_bert, "--max-train", "16", "--epochs", "1", "--grid", "0.001",
             "--glue-dir", str(glue), "--out", str(tmp_path)]
     study.main([*args, "--skip-sensitivity"])  # the main comparison and the Trainer arm only
-    assert not any((tmp_path / d).exists() for d in ("lr-0.001", "probe-no-mnli", "cola"))
+    assert not any((tmp_path / d).exists()
+                   for d in ("lr-0.001", "probe-no-mnli", "cola", "probe-pooler"))
     study.main(args)
     report = json.loads((tmp_path / "final" / "report.json").read_text())
-    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli"]
+    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli",
+              "single-pooler"]
     assert report["settings"]["routes"] == routes
     for target in ("rte", "mrpc", "stsb"):
         differences = report["targets"][target]["differences"]
         assert {r: len(next(iter(d.values()))["seeds"]) for r, d in differences.items()} == \
-            {"multi": 3, "multi+ft": 3, "single+extra": 3, "hf-single": 3, "multi-no-mnli": 1}
+            {"multi": 3, "multi+ft": 3, "single+extra": 3, "hf-single": 3, "multi-no-mnli": 1,
+             "single-pooler": 3}
     assert report["cost"]["multi"]["examples_of_target"] == {"rte": 16, "mrpc": 16, "stsb": 16}
     # the goal's pairs: every route against single and against the Trainer, per seed
     paired = report["paired"]
@@ -35,6 +38,10 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
         assert paired["multi − hf-single"]["rte"]["per_seed"][seed] == pytest.approx(
             rte["multi"]["accuracy"][seed] - rte["hf-single"]["accuracy"][seed])
     assert len(paired["multi+ft − single"]["mean"]["per_seed"]) == 3
+    assert len(paired["single-pooler − single"]["mean"]["per_seed"]) == 3
+    # the probe's heads started from the tiny BERT's pooler
+    run = next((tmp_path / "probe-pooler").rglob("spec.yaml"))
+    assert "head_init: pooler" in run.read_text()
     grid = report["lr_grid"]  # seed 1 at the main rate and at the sensitivity rate
     assert set(grid) == {"single", "multi", "hf-single"}
     assert all(set(scores) == {"0.0001", "0.001"} for scores in grid.values())

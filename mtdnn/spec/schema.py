@@ -79,6 +79,10 @@ class TaskSpec:
     metrics: tuple[str, ...] = ()  # empty: the defaults of the task type; the first picks the best
     loss_weight: float = 1.0  # train.loss_weighting=static: this task's loss is multiplied by it
     dropout: float = 0.1  # head dropout
+    # How a fresh head's dense layer starts (heads that have one: not token_classification or
+    # extractive_qa): random, N(0, 0.02); pooler: the encoder checkpoint's pretrained pooler (BERT's
+    # dense + tanh), where AutoModelForSequenceClassification and the original MT-DNN start.
+    head_init: Literal["random", "pooler"] = "random"
     max_candidates: int = 8  # ranking, training only: candidates per listwise group
     # Training rows per batch; default train.batch_size, and for ranking
     # train.batch_size // max_candidates groups, so a batch holds about as many sequences as others

@@ -127,6 +127,15 @@ def check_layer(task: TaskSpec, report: Report) -> None:
                     "count from the top (-1: the last), or null")
 
 
+def check_head_init(task: TaskSpec, report: Report) -> None:
+    from mtdnn.tasks import task_type
+
+    if task.head_init == "pooler" and not task_type(task.type).dense_head:
+        report.fail(f"tasks.{task.name}.head_init", f"'pooler' starts a head's dense layer from "
+                    f"the encoder's pooler, and a {task.type} head has none (it is a linear layer "
+                    "on every token): remove head_init")
+
+
 def check_split_names(task: TaskSpec, report: Report) -> None:
     key = f"tasks.{task.name}"
     for split in task.files:
@@ -150,6 +159,6 @@ def check_task_data(task: TaskSpec, report: Report) -> None:
 
 TASK_CHECKS: tuple[Callable[[TaskSpec, Report], None], ...] = (
     check_task_type, check_metrics, check_type_settings, check_file_formats, check_smart,
-    check_task_numbers, check_layer,
+    check_task_numbers, check_layer, check_head_init,
     check_split_names, check_task_data,
 )

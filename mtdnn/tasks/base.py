@@ -37,6 +37,8 @@ class TaskType:
     metric_functions: ClassVar[tuple[str, ...]] = ()
     # file formats beyond tsv/csv/jsonl that only this type reads (FileSource.format)
     file_formats: ClassVar[tuple[str, ...]] = ()
+    # the head has a dense layer that may start from the encoder's pooler (TaskSpec.head_init)
+    dense_head: ClassVar[bool] = True
 
     # ---- spec ----------------------------------------------------------------------------------
 

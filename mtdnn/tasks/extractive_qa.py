@@ -114,6 +114,7 @@ class ExtractiveQA(TaskType):
                         "no_answer_exact")
     pipeline_tag, pipeline_name = "question-answering", "Question Answering"
     label_noun = "answer"
+    dense_head = False
 
     # ---- spec ----------------------------------------------------------------------------------
 

@@ -127,6 +127,7 @@ class TokenClassification(TaskType):
     metric_functions = ("entity_f1", "entity_precision", "entity_recall", "token_accuracy")
     pipeline_tag, pipeline_name = "token-classification", "Token Classification"
     label_noun = "tag"
+    dense_head = False
 
     # ---- spec ----------------------------------------------------------------------------------
 
