@@ -171,7 +171,23 @@ def grid_markdown(grid: dict[str, dict[str, float]]) -> str:
     for arm, scores in grid.items():
         cells = ["-" if math.isnan(v) else f"{100 * v:.1f}" for v in scores.values()]
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    best = best_rates(grid)
+    if best:
+        lines += ["", "Each arm at its best rate on seed 1 (tuned on the dev sets it is scored on, "
+                  "alike for every arm): " + ", ".join(
+                      f"{arm} {rate} ({100 * score:.1f})" for arm, (rate, score) in best.items())
+                  + "."]
+        if "multi" in best:
+            lines.append("multi's best − " + ", ".join(
+                f"{arm}'s best: {100 * (best['multi'][1] - best[arm][1]):+.1f}"
+                for arm in best if arm != "multi") + " (one seed).")
     return "\n".join(lines) + "\n"
+
+
+def best_rates(grid: dict[str, dict[str, float]]) -> dict[str, tuple[str, float]]:
+    """arm -> (its best rate, score) on seed 1, for the arms whose every rate has run."""
+    return {arm: max(scores.items(), key=lambda kv: kv[1]) for arm, scores in grid.items()
+            if scores and not any(math.isnan(v) for v in scores.values())}
 
 
 def paired(rows: list[dict[str, Any]], route: str, baseline: str) -> dict[str, dict[str, Any]]:

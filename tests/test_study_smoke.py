@@ -48,6 +48,12 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
     assert not any(math.isnan(v) for s in grid.values() for v in s.values())  # every run done
     text = (tmp_path / "final" / "report.md").read_text()
     assert "## Learning-rate sensitivity (seed 1)" in text
+    best = study.best_rates(grid)
+    assert set(best) == {"single", "multi", "hf-single"}
+    for arm, (rate, score) in best.items():
+        assert score == max(grid[arm].values()) and grid[arm][rate] == score
+    assert f"multi's best − single's best: {100 * (best['multi'][1] - best['single'][1]):+.1f}" \
+        in text
     # CoLA: its own comparison with MNLI as the helper, every route on the three seeds
     cola = json.loads((tmp_path / "cola" / "report.json").read_text())
     assert cola["settings"]["targets"] == ["cola"] and cola["settings"]["helpers"] == ["mnli"]
