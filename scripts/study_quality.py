@@ -238,8 +238,9 @@ def final_report(glue_dir: str, out: Path) -> str:
             *records(main, "multi+ft"), *hf_records(out, LR)]
     no_mnli = [dict(r, route="multi-no-mnli") for r in records(out / "probe-no-mnli", "multi")]
     pooler = [dict(r, route="single-pooler") for r in records(out / "probe-pooler", "single")]
-    routes = ["single", "multi", "multi+ft", "single+extra", "hf-single", "multi-no-mnli",
-              "single-pooler"]
+    ran = {r["route"] for r in [*rows, *no_mnli, *pooler]}
+    routes = [r for r in ("single", "multi", "multi+ft", "single+extra", "hf-single",
+                          "multi-no-mnli", "single-pooler") if r in ran or r == "single"]
     settings = {"targets": TARGETS, "helpers": HELPERS, "seeds": SEEDS, "routes": routes,
                 "ft_epochs": 1.0, "ft_learning_rate": LR / 2, "spec":
                 "task_specs/glue.yaml (scripts/study_quality.py)", "epochs": SETUP["epochs"],
