@@ -127,11 +127,12 @@ def load_model_parts(spec: Spec) -> tuple[Any, Any]:
     return tokenizer, encoder
 
 
-def detach_pooler(encoder: Any) -> Any:
+def detach_pooler(encoder: Any, spec: Spec) -> Any:
     """Takes the pretrained pooler (loaded when a task's head starts from it) off the encoder,
-    which runs without one as always; returns its dense layer, or None."""
+    which runs without one as always; returns its dense layer, or None. Without such a task the
+    encoder is left as loaded (an architecture that always has a pooler keeps it)."""
     pooler = getattr(encoder, "pooler", None)
-    if pooler is None:
+    if pooler is None or not any(t.head_init == "pooler" for t in spec.tasks):
         return None
     encoder.pooler = None
     return pooler.dense

@@ -186,7 +186,7 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     accelerator = make_accelerator(spec, out)
     set_seed(spec.seed)  # head init and dropout; the samplers have their own seeded generators
     tokenizer, encoder = load_model_parts(spec)
-    pooler = detach_pooler(encoder)  # head_init: pooler
+    pooler = detach_pooler(encoder, spec)  # head_init: pooler
     with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
         data = prepare_tasks(spec, tokenizer, encoder.config)
         teachers = attach_targets(spec, data)  # distillation: the teachers' soft targets

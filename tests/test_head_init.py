@@ -24,7 +24,7 @@ def _pooler(directory: str) -> dict[str, torch.Tensor]:
 def test_the_head_starts_as_the_pretrained_pooler_and_the_others_do_not(tiny_glue_spec, tiny_bert):
     spec = load_spec(tiny_glue_spec(tasks="[rte, stsb]"), ["tasks.rte.head_init=pooler"])
     _, encoder = load_model_parts(spec)
-    dense = detach_pooler(encoder)
+    dense = detach_pooler(encoder, spec)
     assert encoder.pooler is None  # the encoder runs (and is saved) without it, as always
     pooler = _pooler(tiny_bert)
     assert torch.equal(dense.weight, pooler["weight"]) and torch.equal(dense.bias, pooler["bias"])
