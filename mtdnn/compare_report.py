@@ -179,10 +179,11 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"- {f['route']} {f['target']} seed {f['seed']}: {f['error']}"
                   for f in report["failed"]]
     lines += ["", s.get("caveat") or (
-        "What this cannot show: the dev sets both pick each run's best checkpoint and score it "
-        "(as GLUE dev results are usually reported), so every route's figures are optimistic "
-        "alike; a few seeds bound the seed-to-seed spread only roughly; the result holds for "
-        "these tasks, this encoder and these settings.")]
+        "What this cannot show: a run that evaluates more than once keeps the checkpoint its "
+        "dev set scores best, and the same dev set reports it (as GLUE dev results usually "
+        "are), so the figures are optimistic, alike for every route; a few seeds bound the "
+        "seed-to-seed spread only roughly; the result holds for these tasks, this encoder and "
+        "these settings.")]
     return "\n".join(lines) + "\n"
 
 
