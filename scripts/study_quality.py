@@ -278,8 +278,9 @@ def final_report(glue_dir: str, out: Path) -> str:
 
 def cola_markdown(glue_dir: str, out: Path) -> str:
     """The CoLA comparison's report, rebuilt from its stored records with the study's caveat
-    (every run is scored on its final model), one heading level down; also cola/report.md."""
-    from mtdnn.compare_report import build_report, markdown
+    (every run is scored on its final model), one heading level down; cola/report.{md,json,png}
+    are rewritten with it."""
+    from mtdnn.compare_report import build_report, write_report
 
     path = out / "cola" / "report.json"
     if not path.is_file():
@@ -292,8 +293,7 @@ def cola_markdown(glue_dir: str, out: Path) -> str:
                            "helper (MNLI, 10k rows).")
     spec = study_spec(glue_dir, LR, [*COLA, *HELPERS], out / "unused")
     rows = [r for route in settings["routes"] for r in records(out / "cola", route)]
-    text = markdown(build_report(spec, settings, rows, resamples=1000))
-    (out / "cola" / "report.md").write_text(text, encoding="utf-8")
+    text = write_report(out / "cola", build_report(spec, settings, rows, resamples=1000))
     return "\n## CoLA with MNLI as the helper (its own comparison, cola/report.md)\n" + \
         text.split("\n", 1)[1].replace("\n## ", "\n### ")
 
