@@ -1,7 +1,8 @@
 """The report of `mtdnn compare` (mtdnn/compare.py): from the stored run records to report.json,
 report.md and report.png.
 
-Every difference is paired: route minus single, seed by seed, on the same dev rows. The t-interval
+Every difference is paired: route minus the baseline route (`settings["baseline"]`, single unless
+a caller names another), seed by seed, on the same dev rows. The t-interval
 is taken over the seeds' differences (the spread a new seed would bring); the bootstrap resamples
 the dev rows (ranking: whole queries) within each seed and averages the seeds' differences (the
 noise of a finite dev set). A verdict says "helps" or "hurts" only when both intervals that exist
@@ -51,9 +52,9 @@ def _scorer(kind: Any, predictions: list[Any], examples: Any, metric: str):
 def build_report(spec: Spec, settings: dict[str, Any], records: list[dict[str, Any]],
                  resamples: int = 1000) -> dict[str, Any]:
     """Aggregates the records: per target, metric and route the values over seeds; per route and
-    metric the paired differences to single with their intervals; cost; verdicts."""
+    metric the paired differences to the baseline route with their intervals; cost; verdicts."""
     ok = [r for r in records if r["status"] == "ok"]
-    routes = settings["routes"]
+    routes, baseline = settings["routes"], baseline_of(settings)
     report: dict[str, Any] = {"settings": settings, "targets": {}, "verdicts": {}, "cost": {},
                               "failed": [{k: r[k] for k in ("route", "target", "seed", "error")}
                                          for r in records if r["status"] != "ok"]}
@@ -68,9 +69,9 @@ def build_report(spec: Spec, settings: dict[str, Any], records: list[dict[str, A
         for route, runs in by_route.items():
             entry["routes"][route] = {m: {str(s): runs[s]["metrics"][m] for s in sorted(runs)}
                                       for m in names}
-        single = by_route.get("single", {})
+        single = by_route.get(baseline, {})
         for route in routes:
-            if route == "single" or not single:
+            if route == baseline or not single:
                 continue
             seeds = sorted(set(single) & set(by_route[route]))
             entry["differences"][route] = {}
@@ -112,6 +113,11 @@ def build_report(spec: Spec, settings: dict[str, Any], records: list[dict[str, A
     return report
 
 
+def baseline_of(settings: dict[str, Any]) -> str:
+    """The route every other route is paired with."""
+    return settings.get("baseline", "single")
+
+
 def _mean(values: list[Any]) -> float | None:
     values = [v for v in values if v is not None]
     return float(np.mean(values)) if values else None
@@ -134,11 +140,12 @@ def markdown(report: dict[str, Any]) -> str:
     s = report["settings"]
     routes = s["routes"]
     length = f"{s['max_steps']} steps" if s["max_steps"] else f"{s['epochs']:g} epochs"
+    ft = (f"; fine-tuning stage {s['ft_epochs']:g} epochs at {s['ft_learning_rate']:g}"
+          if {"multi+ft", "single+extra"} & set(routes) else "")
     lines = [f"# mtdnn compare: {', '.join(s['targets'])}", "",
              f"Targets {', '.join(s['targets'])}; helpers {', '.join(s['helpers']) or 'none'}; "
              f"seeds {', '.join(map(str, s['seeds']))}; {length} at learning rate "
-             f"{s['learning_rate']:g}, sampler {s['sampler']}; fine-tuning stage "
-             f"{s['ft_epochs']:g} epochs at {s['ft_learning_rate']:g} (spec {s['spec']}).", ""]
+             f"{s['learning_rate']:g}, sampler {s['sampler']}{ft} (spec {s['spec']}).", ""]
     lines += [f"- **{r}**: {s.get('route_text', {}).get(r) or ROUTE_TEXT.get(r, r)}"
               for r in routes]
     lines += ["", "## Dev results (x100, mean ± std over seeds)", "",
@@ -148,8 +155,9 @@ def markdown(report: dict[str, Any]) -> str:
         for metric in entry["metrics"]:
             cells = [_pm(list(entry["routes"][r][metric].values())) for r in routes]
             lines.append(f"| {target} | {metric} | " + " | ".join(cells) + " |")
-    lines += ["", "## Paired differences to single (x100)", "",
-              "Mean over seeds of (route - single), seed by seed; 95% t-interval over seeds; 95% "
+    base = baseline_of(s)
+    lines += ["", f"## Paired differences to {base} (x100)", "",
+              f"Mean over seeds of (route - {base}), seed by seed; 95% t-interval over seeds; 95% "
               "bootstrap over dev examples within each seed.", "",
               "| target | metric | route | seeds | difference | t-interval | bootstrap |",
               "|---|---|---|---:|---:|---|---|"]

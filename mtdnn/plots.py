@@ -79,16 +79,18 @@ def plot_run(out: str | Path, metrics: dict[str, str] | None = None) -> Path | N
 
 
 def plot_compare(report: dict[str, Any], path: str | Path) -> Path | None:
-    """Each target's paired differences to single (main metric, x100): the mean over seeds with
-    its 95% t-interval (thick) and bootstrap interval (thin), one row per route."""
+    """Each target's paired differences to the baseline route (single unless the report names
+    another; main metric, x100): the mean over seeds with its 95% t-interval (thick) and bootstrap
+    interval (thin), one row per route."""
+    base = report["settings"].get("baseline", "single")
     targets = report["targets"]
-    if not targets or not [r for r in report["settings"]["routes"] if r != "single"]:
+    routes = [r for r in report["settings"]["routes"] if r != base]
+    if not targets or not routes:
         return None
     plt = _pyplot()
     if plt is None:
         print(f"mtdnn: no {Path(path).name}: matplotlib is not installed ({INSTALL})")
         return None
-    routes = [r for r in report["settings"]["routes"] if r != "single"]
     fig, axes = plt.subplots(1, len(targets), squeeze=False,
                              figsize=(4.2 * len(targets), 1.4 + 0.7 * len(routes)))
     for ax, (target, entry) in zip(axes[0], targets.items()):
@@ -108,7 +110,7 @@ def plot_compare(report: dict[str, Any], path: str | Path) -> Path | None:
         ax.axvline(0, color="grey", linewidth=1)
         ax.set_yticks(range(len(routes)), routes)
         ax.set_ylim(-0.5, len(routes) - 0.5)
-        ax.set(title=f"{target}: {main}", xlabel="difference to single (x100)")
+        ax.set(title=f"{target}: {main}", xlabel=f"difference to {base} (x100)")
         ax.grid(axis="x", alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:

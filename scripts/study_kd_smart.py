@@ -1,20 +1,24 @@
-"""MT-DNN's two extras, measured on the quality study's runs (BENCHMARKS.md "Distillation and
-SMART"): a distilled student against one multi-task model and against the ensemble it learns
-from, and SMART on against off. Runs after scripts/study_quality.py's main comparison, whose
-runs it reuses.
+"""MT-DNN's two extras, measured (BENCHMARKS.md "Distillation and SMART"): a distilled student
+against one multi-task model and against the ensemble it learns from, and SMART on against off.
 
-    MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_kd_smart.py   # resumable, hours
+    MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_kd_smart.py   # resumable, ~2.5 hours
     MTDNN_GLUE_DIR=../shared/data/glue python scripts/study_kd_smart.py --report
 
-- Teachers: the study's three multi-task runs (seeds 1-3 at its learning rate; targets RTE,
-  MRPC, STS-B with the MNLI helper). The ensemble: the mean of their dev
+Sized to finish in one sitting on 2 CPU cores (the teachers' checkpoints must exist when the
+students train): the quality study's targets and settings (scripts/study_quality.py: MiniLM, RTE,
+MRPC and STS-B with their full training sets, batch 32, 2 epochs, learning rate 1e-4, every run
+scored on its final model), trained together without the MNLI helper (the helper would double
+every run's cost).
+- Teachers (`teachers/`): that multi-task run, seeds 1-3. The ensemble: the mean of their dev
   outputs (classification: softmax probabilities; regression: scores).
-- Student: the same MiniLM and multi-task run (same data, lr, 2 epochs, seeds 1-3), trained with
-  `distill:` from the three teachers (alpha 0.5, T 1). Goal: close at least half of the gap
-  between one multi-task model (the study's multi runs, paired by seed) and the ensemble.
-- SMART: the study's single-task runs (seeds 1-3 at its learning rate) again with
-  `adv_weight: 1` (one adversarial step, the paper's step size and epsilon) on every target,
-  paired by seed with the runs without it; and the cost per step of each.
+- Student (`kd/`): the same run, seeds 1-3, with `distill:` from the three teachers (alpha 0.5,
+  T 1). Paired by seed with the teacher of its seed (same start, same batches), so the difference
+  is the distillation term alone. Goal: close at least half of the gap between one multi-task
+  model and the ensemble.
+- SMART (`smart/`): the same run, seeds 1-3, with `adv_weight: 1` (one adversarial step, the
+  paper's step size and epsilon) on the two small targets, RTE and MRPC (README: SMART is for a
+  small task that over-fits; on STS-B too it would cost a third more), paired by seed with the
+  teachers.
 Every run is a `mtdnn compare` record (stored as it finishes, resumable).
 """
 
@@ -36,8 +40,11 @@ import study_quality as sq  # noqa: E402
 SEEDS = [1, 2, 3]
 
 
-def teachers(study: Path, lr: float) -> list[Path]:
-    dirs = [sq.lr_dir(study, lr) / "multi" / f"seed-{s}" / "best" for s in SEEDS]
+SMART_TARGETS = ["rte", "mrpc"]
+
+
+def teachers(out: Path) -> list[Path]:
+    dirs = [out / "teachers" / "multi" / f"seed-{s}" / "best" for s in SEEDS]
     missing = [str(d) for d in dirs if not (d / "mtdnn.json").is_file()]
     if missing:
         raise SystemExit(f"teacher checkpoints missing: {missing}")
@@ -83,10 +90,6 @@ def main_metric_mean(metrics: dict[str, dict[str, float]]) -> float:
     return float(np.mean([m[main_metric(list(m))] for m in metrics.values()]))
 
 
-def records(root: Path, route: str) -> list[dict[str, Any]]:
-    return sq.records(root, route)
-
-
 def per_seed_main(rows: list[dict[str, Any]]) -> dict[int, float]:
     return {s: sq.main_score(rows, s) for s in SEEDS
             if not math.isnan(sq.main_score(rows, s))}
@@ -94,13 +97,10 @@ def per_seed_main(rows: list[dict[str, Any]]) -> dict[int, float]:
 
 def main(argv: list[str] | None = None) -> None:
     from mtdnn.compare import compare
-    from mtdnn.compare_report import build_report, write_report
     from mtdnn.spec import spec_from_dict
-    from mtdnn.stats import t_interval
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--glue-dir", default=os.environ.get("MTDNN_GLUE_DIR") or bc.default_glue_dir())
-    p.add_argument("--study", default="runs/study", help="scripts/study_quality.py's --out")
     p.add_argument("--out", default="runs/kd_smart")
     p.add_argument("--report", action="store_true", help="tables from stored runs only")
     # for a smoke test of the script on a tiny model; the study is the defaults
@@ -110,33 +110,42 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     sq.SETUP.update(encoder=args.encoder, max_train=args.max_train, epochs=args.epochs)
     bc.child_env()
-    study, out = Path(args.study), Path(args.out)
-    lr = {"single": sq.LR, "multi": sq.LR}  # the study runs every arm at one rate
-    dirs = teachers(study, lr["multi"])
-    all_tasks = [*sq.TARGETS, *sq.HELPERS]
-    # ---- distillation
-    student_spec = sq.study_spec(args.glue_dir, lr["multi"], all_tasks, out / "kd")
-    data = student_spec.to_dict()
-    data["distill"] = {"teachers": [str(d) for d in dirs], "alpha": 0.5, "temperature": 1.0}
-    student_spec = spec_from_dict(data, source="study_kd_smart (student)")
-    # ---- SMART on the single-task runs
-    smart_spec = sq.study_spec(args.glue_dir, lr["single"], all_tasks, out / "smart")
-    data = smart_spec.to_dict()
-    for t in sq.TARGETS:
-        data["tasks"][t]["adv_weight"] = 1.0
-    smart_spec = spec_from_dict(data, source="study_kd_smart (smart)")
+    out = Path(args.out)
+
+    def spec_of(stage: str, change: Any = None) -> Any:
+        spec = sq.study_spec(args.glue_dir, sq.LR, sq.TARGETS, out / stage)
+        if change is None:
+            return spec
+        data = spec.to_dict()
+        change(data)
+        return spec_from_dict(data, source=f"study_kd_smart ({stage})")
+
+    def distill(data: dict[str, Any]) -> None:
+        data["distill"] = {"teachers": [str(d) for d in teachers(out)], "alpha": 0.5,
+                           "temperature": 1.0}
+
+    def smart(data: dict[str, Any]) -> None:
+        for t in SMART_TARGETS:
+            data["tasks"][t]["adv_weight"] = 1.0
+
+    stages = [("teachers", None), ("kd", distill), ("smart", smart)]
     if not args.report:
-        compare(student_spec, sq.TARGETS, helpers=sq.HELPERS, seeds=SEEDS, routes=["multi"],
-                output_dir=out / "kd", resamples=1000)
-        compare(smart_spec, sq.TARGETS, helpers=sq.HELPERS, seeds=SEEDS, routes=["single"],
-                output_dir=out / "smart", resamples=1000)
-    ens = ensemble(args.glue_dir, dirs, lr["multi"])
-    multi = records(sq.lr_dir(study, lr["multi"]), "multi")
-    student = records(out / "kd", "multi")
+        for stage, change in stages:
+            print(f"study_kd_smart: {stage}", flush=True)
+            compare(spec_of(stage, change), sq.TARGETS, helpers=[], seeds=SEEDS,
+                    routes=["multi"], output_dir=out / stage, resamples=1000)
+    report(args.glue_dir, out)
+
+
+def report(glue_dir: str, out: Path) -> None:
+    from mtdnn.compare_report import build_report, write_report
+    from mtdnn.stats import t_interval
+
+    ens = ensemble(glue_dir, teachers(out), sq.LR)
+    multi, student = sq.records(out / "teachers", "multi"), sq.records(out / "kd", "multi")
     m, s = per_seed_main(multi), per_seed_main(student)
     seeds = sorted(set(m) & set(s))
     e = main_metric_mean(ens)
-    gap = [e - m[k] for k in seeds]
     closed = [(s[k] - m[k]) / (e - m[k]) if e != m[k] else math.nan for k in seeds]
     gain = [100 * v for v in t_interval([s[k] - m[k] for k in seeds])]
     lines = ["# Distillation and SMART", "",
@@ -145,7 +154,7 @@ def main(argv: list[str] | None = None) -> None:
              f"| one multi-task model (mean over seeds) | {100 * np.mean(list(m.values())):.1f} |",
              f"| the ensemble of the three | {100 * e:.1f} |",
              f"| the distilled student (mean over seeds) | {100 * np.mean(list(s.values())):.1f} |",
-             "", f"Per seed, student - its multi-task counterpart: "
+             "", f"Per seed, student - the teacher of its seed: "
              f"{', '.join(f'{100 * (s[k] - m[k]):+.1f}' for k in seeds)}; gap closed "
              f"(student - multi) / (ensemble - multi): "
              f"{', '.join(f'{100 * c:.0f}%' for c in closed)} "
@@ -153,26 +162,30 @@ def main(argv: list[str] | None = None) -> None:
              f"and 95% t-interval over seeds: {gain[0]:+.1f} [{gain[1]:+.1f}, {gain[2]:+.1f}]",
              "", "Ensemble per target: " + ", ".join(f"{t} {100 * v[next(iter(v))]:.1f}"
                                                       for t, v in ens.items()), ""]
-    # SMART: paired with the study's single runs, through compare's report
-    single = records(sq.lr_dir(study, lr["single"]), "single")
-    smart = [dict(r, route="single+smart") for r in records(out / "smart", "single")]
-    settings = {"targets": sq.TARGETS, "helpers": [], "seeds": SEEDS,
-                "routes": ["single", "single+smart"], "ft_epochs": 1.0,
-                "ft_learning_rate": lr["single"] / 2, "spec": "scripts/study_kd_smart.py",
-                "epochs": sq.EPOCHS, "max_steps": None, "learning_rate": lr["single"],
+    # one report: the teachers as the baseline, the student and SMART paired with them by seed
+    rows = [*multi, *[dict(r, route="multi+kd") for r in student],
+            *[dict(r, route="multi+smart") for r in sq.records(out / "smart", "multi")]]
+    settings = {"targets": sq.TARGETS, "helpers": [], "seeds": SEEDS, "baseline": "multi",
+                "routes": ["multi", "multi+kd", "multi+smart"], "ft_epochs": 0.0,
+                "ft_learning_rate": 0.0, "spec": "scripts/study_kd_smart.py",
+                "epochs": sq.SETUP["epochs"], "max_steps": None, "learning_rate": sq.LR,
                 "sampler": "proportional",
                 "caveat": "What this cannot show: every run is scored on its final model; the "
                           "learning rate was picked on the same dev sets by the quality study; "
-                          "three seeds bound the spread only roughly; SMART's settings (weight 1, "
-                          "one step) were not tuned.",
+                          "three seeds bound the spread only roughly; the distillation (alpha "
+                          "0.5, T 1) and SMART (weight 1, one step) settings were not tuned; "
+                          "the teachers are as small as the student, so this is self-"
+                          "distillation from an ensemble, not compression of a larger model.",
                 "route_text": {
-                    "single": "each target alone (the quality study's runs)",
-                    "single+smart": "the same with SMART (adv_weight 1, one adversarial step)"}}
-    spec = sq.study_spec(args.glue_dir, lr["single"], sq.TARGETS, out / "unused")
-    report = build_report(spec, settings, [*single, *smart], resamples=1000)
-    report["distillation"] = {"ensemble": ens, "multi": m, "student": s, "gap_closed": closed,
-                              "gap": gap}
-    text = write_report(out / "final", report)
+                    "multi": "RTE, MRPC and STS-B in one run (the teachers)",
+                    "multi+kd": "the same run distilled from the three teachers' mean outputs "
+                                "(alpha 0.5, T 1)",
+                    "multi+smart": "the same run with SMART on RTE and MRPC (adv_weight 1, one "
+                                   "adversarial step)"}}
+    spec = sq.study_spec(glue_dir, sq.LR, sq.TARGETS, out / "unused")
+    result = build_report(spec, settings, rows, resamples=1000)
+    result["distillation"] = {"ensemble": ens, "multi": m, "student": s, "gap_closed": closed}
+    text = write_report(out / "final", result)
     (out / "final" / "distillation.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
     print(text)

@@ -80,6 +80,18 @@ def test_every_route_runs_with_equal_budgets_and_a_report(spec, tmp_path):
     assert (tmp_path / "cmp" / "multi" / "seed-1" / "best").is_dir()
     assert not (tmp_path / "cmp" / "multi-ft" / "rte" / "seed-1" / "best").exists()
     assert not list((tmp_path / "cmp").rglob("checkpoints"))
+    # Another route as the baseline (the distillation study pairs with multi): the differences
+    # turn around, and the text and plot say what they are paired with.
+    from mtdnn.compare_report import build_report, markdown
+
+    settings = dict(report["settings"], routes=["multi", "single"], baseline="multi")
+    flipped = build_report(spec, settings, list(records.values()), resamples=50)
+    back = flipped["targets"]["rte"]["differences"]["single"]["accuracy"]
+    assert back["per_seed"] == pytest.approx([-v for v in expected])
+    assert set(flipped["targets"]["rte"]["differences"]) == {"single"}
+    text = markdown(flipped)
+    assert "## Paired differences to multi (x100)" in text and "(route - multi)" in text
+    assert "fine-tuning stage" not in text  # neither fine-tuning route is in this report
 
 
 def test_an_interrupted_compare_continues_where_it_stopped(spec, tmp_path, capsys):

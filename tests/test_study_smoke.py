@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+import yaml
 from conftest import load_script
 
 
@@ -70,28 +71,38 @@ def test_the_study_script_runs_every_arm_and_reports(tiny_bert, glue, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_kd_smart_script_distils_from_the_study_teachers_and_pairs_smart(tiny_bert, glue,
+def test_the_kd_smart_script_distils_from_its_teachers_and_pairs_both_with_them(tiny_bert, glue,
                                                                                tmp_path):
-    study, kd = load_script("study_quality"), load_script("study_kd_smart")
-    common = ["--encoder", tiny_bert, "--max-train", "16", "--epochs", "1", "--glue-dir", str(glue)]
+    kd = load_script("study_kd_smart")
+    common = ["--encoder", tiny_bert, "--max-train", "16", "--epochs", "1", "--glue-dir", str(glue),
+              "--out", str(tmp_path / "kd")]
     with pytest.raises(SystemExit, match="teacher checkpoints missing"):
-        kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd")])
-    study.main([*common, "--out", str(tmp_path / "study"), "--skip-sensitivity"])
-    kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd")])
+        kd.main([*common, "--report"])  # nothing trained yet
+    kd.main(common)
     report = json.loads((tmp_path / "kd" / "final" / "report.json").read_text())
-    assert report["settings"]["routes"] == ["single", "single+smart"]
-    for target in ("rte", "mrpc", "stsb"):  # SMART paired with the study's single runs by seed
-        per_metric = report["targets"][target]["differences"]["single+smart"]
-        assert all(len(d["seeds"]) == 3 for d in per_metric.values())
+    assert report["settings"]["routes"] == ["multi", "multi+kd", "multi+smart"]
+    assert report["settings"]["baseline"] == "multi"
+    for target in ("rte", "mrpc", "stsb"):  # the student and SMART paired with the teachers
+        for route in ("multi+kd", "multi+smart"):
+            per_metric = report["targets"][target]["differences"][route]
+            assert all(d["seeds"] == [1, 2, 3] for d in per_metric.values())
+    smart = yaml.safe_load((tmp_path / "kd" / "smart" / "multi" / "seed-1" /
+                             "spec.yaml").read_text())["tasks"]
+    assert [t for t in ("rte", "mrpc", "stsb") if smart[t].get("adv_weight")] == ["rte", "mrpc"]
+    student = yaml.safe_load((tmp_path / "kd" / "kd" / "multi" / "seed-2" /
+                               "spec.yaml").read_text())["distill"]
+    assert [t["path"] for t in student["teachers"]] == [
+        str(tmp_path / "kd" / "teachers" / "multi" / f"seed-{s}" / "best") for s in (1, 2, 3)]
     distillation = report["distillation"]
     assert set(distillation["student"]) == set(distillation["multi"]) == {"1", "2", "3"}
     assert len(distillation["gap_closed"]) == 3
     assert set(distillation["ensemble"]) == {"rte", "mrpc", "stsb"}
     text = (tmp_path / "kd" / "final" / "distillation.md").read_text()
     assert "| the ensemble of the three |" in text and "gap closed" in text
+    assert "## Paired differences to multi (x100)" in \
+        (tmp_path / "kd" / "final" / "report.md").read_text()
     stamp = (tmp_path / "kd" / "final" / "report.json").stat().st_mtime_ns
-    kd.main([*common, "--study", str(tmp_path / "study"), "--out", str(tmp_path / "kd"),
-             "--report"])  # from what is stored, without training
+    kd.main([*common, "--report"])  # from what is stored, without training
     assert json.loads((tmp_path / "kd" / "final" / "report.json").read_text())["targets"] == \
         report["targets"]
     assert (tmp_path / "kd" / "final" / "report.json").stat().st_mtime_ns != stamp
