@@ -4,7 +4,7 @@ of tasks.
     python scripts/bench_overhead.py --steps 20 --ks 1,2,5,10,20,50
 
 Both parts run the real `mtdnn.trainer.train` in a child process, observed through its public
-hook (`mtdnn.instrument.Instrument`, bench_common.MtdnnProbe) and torch's optimizer step hooks,
+hook (`mtdnn.instrument.Instrument`, bench_meter.MtdnnProbe) and torch's optimizer step hooks,
 with a log record written every step (`log_every=1`, the worst case; the default is 10). Each
 step k (k >= 2; the first, with its one-off costs, is left out) is cut into:
 
@@ -38,6 +38,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import bench_meter as bm  # noqa: E402
 import bench_throughput as bt  # noqa: E402
 
 COMPONENTS = ("step", "model", "optimizer", "data", "collate", "bookkeeping")
@@ -55,10 +56,10 @@ def child(config_path: str, result_path: str) -> None:
     spec = load_spec(cfg["spec"])
     spec = dataclasses.replace(spec, output_dir=cfg["output_dir"], train=dataclasses.replace(
         spec.train, log_every=cfg["log_every"]))
-    with bc.Meter() as meter:
+    with bm.Meter() as meter:
         meter.add_hook(register_optimizer_step_pre_hook(
             lambda *_: opt_start.append(time.perf_counter())))
-        probe = bc.MtdnnProbe(meter)
+        probe = bm.MtdnnProbe(meter)
         meter.start_run("mixture")
         train(spec, progress=False, instrument=probe)
         meter.end_run()
@@ -212,7 +213,7 @@ def main(argv: list[str] | None = None) -> None:
 
         from mtdnn.model import resolve_encoder
 
-        dims = bc.model_dims(AutoConfig.from_pretrained(resolve_encoder(args.encoder)))
+        dims = bm.model_dims(AutoConfig.from_pretrained(resolve_encoder(args.encoder)))
         head = dims["hidden"] ** 2 + 3 * dims["hidden"] + 2  # dense + bias, out_proj (2 labels)
         rows, raw["scaling"] = [], {}
         selection = scaling_rows(args, workdir)

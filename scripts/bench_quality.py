@@ -39,6 +39,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import bench_quality_setup as bqs  # noqa: E402
+import bench_results as br  # noqa: E402
 
 METHODS = {
     "hf-single": "transformers.Trainer (AutoModelForSequenceClassification), one task at a time, "
@@ -99,7 +101,7 @@ def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float,
     train_ds = hf_dataset(train_rows, tokenizer, spec.max_seq_length, False)
     dev_ds = hf_dataset(dev_rows, tokenizer, spec.max_seq_length, False)
     # mtdnn's schedule: ceil(epochs * batches per epoch) steps, int(warmup_ratio * steps) warmup.
-    steps = math.ceil(epochs * bc.batches(len(train_rows), t.batch_size))
+    steps = math.ceil(epochs * bqs.batches(len(train_rows), t.batch_size))
     # num_labels=1 makes the model a regressor (MSE), as run_glue does for STS-B.
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
     if reinit_pooler:
@@ -142,20 +144,20 @@ def mtdnn_train(spec: Any, keep_checkpoint: bool) -> dict[str, Any]:
     from mtdnn.trainer import train
 
     result = train(spec, progress=False)
-    records = bc.read_train_log(Path(spec.output_dir) / "train_log.jsonl")
+    records = br.read_train_log(Path(spec.output_dir) / "train_log.jsonl")
     if not keep_checkpoint:
         shutil.rmtree(Path(spec.output_dir) / "best", ignore_errors=True)
     return {"metrics": {k: v["dev"] for k, v in result.metrics.items()},
-            "train_s": bc.loop_seconds(records),
+            "train_s": br.loop_seconds(records),
             "steps": max((r["step"] for r in records), default=0),
-            "loss": bc.loss_curves(records)}
+            "loss": br.loss_curves(records)}
 
 
 def child(config_path: str, result_path: str) -> None:
     bc.child_env()
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
     method, tasks, run_dir = cfg["method"], cfg["tasks"], Path(cfg["run_dir"])
-    store = bc.ResultStore(cfg["partial_dir"])  # per-task results: an interrupted unit resumes
+    store = br.ResultStore(cfg["partial_dir"])  # per-task results: an interrupted unit resumes
     train_over = [f"train.epochs={cfg['epochs']}"]
     runs: list[dict[str, Any]] = []
     if method == "mtdnn-multi":
@@ -202,15 +204,16 @@ def child(config_path: str, result_path: str) -> None:
 # Plan and time estimate
 
 
-def estimate_unit(method: str, sizes: bc.Sizes, epochs: float, ft_epochs: float) -> float:
-    """Seconds one (method, seed) takes, from the development machine's rates (bench_common)."""
+def estimate_unit(method: str, sizes: bqs.Sizes, epochs: float, ft_epochs: float) -> float:
+    """Seconds one (method, seed) takes, from the development machine's rates
+    (bench_quality_setup)."""
     runs = 1 if method == "mtdnn-multi" else len(sizes.train_tokens)
     e = ft_epochs if method == "mtdnn-multi+ft" else epochs
-    train = e * sum(sizes.train_tokens.values()) / bc.RATE_TRAIN_TOKENS_S
+    train = e * sum(sizes.train_tokens.values()) / bqs.RATE_TRAIN_TOKENS_S
     if method == "hf-single":
-        train *= bc.HF_TRAINER_SLOWDOWN
-    return (bc.OVERHEAD_CHILD_S + runs * bc.OVERHEAD_RUN_S + train
-            + sum(sizes.dev_tokens.values()) / bc.RATE_EVAL_TOKENS_S)
+        train *= bqs.HF_TRAINER_SLOWDOWN
+    return (bqs.OVERHEAD_CHILD_S + runs * bqs.OVERHEAD_RUN_S + train
+            + sum(sizes.dev_tokens.values()) / bqs.RATE_EVAL_TOKENS_S)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,23 +224,23 @@ def quality_table(values: dict[str, dict[int, dict[str, float]]], methods: list[
                   tasks: list[str], times: dict[str, dict[str, list[float]]]) -> str:
     """Methods as rows, task metrics as columns (x100, mean ± std over seeds), then one row per
     paired difference of DIFFERENCES whose two methods both ran."""
-    columns = [f"{t}/{m}" for t, m in bc.metric_columns(tasks)] + ["mean"]
-    header = ["method", "seeds"] + [f"{t} {bc.METRIC_SHORT.get(m, m)}"
-                                    for t, m in bc.metric_columns(tasks)] + \
+    columns = [f"{t}/{m}" for t, m in br.metric_columns(tasks)] + ["mean"]
+    header = ["method", "seeds"] + [f"{t} {br.METRIC_SHORT.get(m, m)}"
+                                    for t, m in br.metric_columns(tasks)] + \
         ["mean", "train s", "wall s"]
     rows = []
     for method in methods:
         per_seed = values.get(method, {})
         t = times.get(method, {})
         rows.append([method, len(per_seed)] +
-                    [bc.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns] +
-                    [bc.fmt_mean_std(t.get("train_s", []), 1.0, 0),
-                     bc.fmt_mean_std(t.get("wall_s", []), 1.0, 0)])
+                    [br.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns] +
+                    [br.fmt_mean_std(t.get("train_s", []), 1.0, 0),
+                     br.fmt_mean_std(t.get("wall_s", []), 1.0, 0)])
     for a, b in DIFFERENCES:
         if a in methods and b in methods:
-            diff = bc.paired_differences(values, a, b)
+            diff = br.paired_differences(values, a, b)
             rows.append([f"Δ {a} − {b}", len(diff)] +
-                        [bc.fmt_mean_std([v[c] for v in diff.values()], signed=True)
+                        [br.fmt_mean_std([v[c] for v in diff.values()], signed=True)
                          for c in columns] + ["", ""])
     return bc.markdown_table(header, rows)
 
@@ -259,7 +262,7 @@ def report(values: dict[str, dict[int, dict[str, float]]], times: dict[str, dict
     rows = ", ".join(f"{t} ({info['train_rows'][t]:,} / {info['dev_rows'][t]:,})" for t in tasks)
     budget = sum(info["train_rows"].values()) * a["epochs"]
     legend = "\n".join(f"- `{m}`: {METHODS[m]}; peak RSS "
-                       f"{bc.fmt_mean_std(times.get(m, {}).get('peak_rss_mb', []), 1.0, 0)} MiB"
+                       f"{br.fmt_mean_std(times.get(m, {}).get('peak_rss_mb', []), 1.0, 0)} MiB"
                        for m in methods)
     plot = (f"\n![training loss per task, seed {info['plot_seed']}]({info['plot']})\n"
             if info.get("plot") else "")
@@ -331,7 +334,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          out_help="results (one JSON per method and seed), logs, run directories",
                          lr_help="a small encoder takes a larger step than BERT-base "
                                  "(task_specs/demo.yaml)")
-    bc.add_quality_args(p, PRESETS, quick_help=" (~30 min on 2 cores)")
+    bqs.add_quality_args(p, PRESETS, quick_help=" (~30 min on 2 cores)")
     full = PRESETS["full"]
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     p.add_argument("--ft-epochs", type=float,
@@ -340,7 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot-dir", default="docs", help="where quality_loss.png goes")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep every run's best/ (by default only until it is no longer needed)")
-    args = bc.finish_args(p, p.parse_args(argv), PRESETS)
+    args = bqs.finish_args(p, p.parse_args(argv), PRESETS)
     if args.ft_lr is None:
         args.ft_lr = args.lr
     args.methods = [m for m in METHODS if m in args.methods]  # run order: ft after multi
@@ -351,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.child:
         return child(*args.child)
-    out, store, logs, sizes = bc.open_out(args)
+    out, store, logs, sizes = bqs.open_out(args)
     train_rows, dev_rows = sizes.train_rows, sizes.dev_rows
     base = dict(glue_dir=str(Path(args.glue_dir).absolute()), encoder=args.encoder,
                 batch_size=args.batch_size, max_seq_length=args.max_seq_length,
@@ -400,7 +403,7 @@ def main(argv: list[str] | None = None) -> None:
             shutil.rmtree(multi_best, ignore_errors=True)
 
     results = {u: r for u in units if (r := store.get(unit_key(*u))) is not None}
-    values = bc.seed_values(results, args.tasks)
+    values = br.seed_values(results, args.tasks)
     times = method_times(results)
     summary_path = out / "summary.json"
     plot = None
@@ -417,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
          "train_rows": train_rows, "dev_rows": dev_rows,
          "per_seed": {m: {str(s): v for s, v in per.items()} for m, per in values.items()},
          "differences": {f"{a} - {b}": {str(s): v for s, v in
-                                        bc.paired_differences(values, a, b).items()}
+                                        br.paired_differences(values, a, b).items()}
                          for a, b in DIFFERENCES if a in values and b in values},
          "times": times}, indent=1), encoding="utf-8")
     print("\n" + text)
@@ -434,11 +437,11 @@ def unit_config(args: argparse.Namespace, method: str, seed: int, out: Path,
                 base: dict[str, Any]) -> dict[str, Any]:
     """What a child needs to run one (method, seed); "settings" is stored with its result, and a
     stored result is reused only by a run with the same settings."""
-    overrides = bc.base_overrides(seed=seed, lr=args.lr, log_every=LOG_EVERY, **base)
+    overrides = bqs.base_overrides(seed=seed, lr=args.lr, log_every=LOG_EVERY, **base)
     ft = method == "mtdnn-multi+ft"
     # finetune_spec starts from the default training settings: every one is given again.
-    ft_overrides = [o for o in bc.base_overrides(seed=seed, lr=args.ft_lr, log_every=LOG_EVERY,
-                                                 **base) if o.startswith("train.")] + \
+    ft_overrides = [o for o in bqs.base_overrides(seed=seed, lr=args.ft_lr, log_every=LOG_EVERY,
+                                                  **base) if o.startswith("train.")] + \
         [f"train.epochs={args.ft_epochs}"] if ft else []
     return {"method": method, "seed": seed, "tasks": args.tasks, "epochs": args.epochs,
             "overrides": overrides, "ft_overrides": ft_overrides,
@@ -451,7 +454,7 @@ def unit_config(args: argparse.Namespace, method: str, seed: int, out: Path,
                          "ft_overrides": ft_overrides}}
 
 
-def run_unit(store: bc.ResultStore, logs: Path, cfg: dict[str, Any], tasks: list[str]) -> bool:
+def run_unit(store: br.ResultStore, logs: Path, cfg: dict[str, Any], tasks: list[str]) -> bool:
     """Runs one (method, seed) in a child and stores its result; False when the child failed."""
     method, seed = cfg["method"], cfg["seed"]
     key, tag = unit_key(method, seed), f"{slug(method)}-seed{seed}"
@@ -463,7 +466,7 @@ def run_unit(store: bc.ResultStore, logs: Path, cfg: dict[str, Any], tasks: list
         return False
     store.put(key, r)
     shutil.rmtree(cfg["partial_dir"], ignore_errors=True)
-    scores = ", ".join(f"{t} {100 * r['metrics'][t][bc.REPORTED_METRICS[t][0]]:.1f}"
+    scores = ", ".join(f"{t} {100 * r['metrics'][t][br.REPORTED_METRICS[t][0]]:.1f}"
                        for t in tasks if t in r["metrics"])
     print(f"{key}: {scores}; train {r['train_s']:.0f} s, wall {r['child_wall_s']:.0f} s",
           flush=True)

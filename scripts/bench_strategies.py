@@ -38,6 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import bench_meter as bm  # noqa: E402
+import bench_quality_setup as bqs  # noqa: E402
+import bench_results as br  # noqa: E402
 
 PRESETS = {"full": {"seeds": [1], "max_train": 0, "epochs": 3.0},
            "quick": {"seeds": [1], "max_train": 1000, "epochs": 2.0}}
@@ -176,7 +179,7 @@ def final_metrics(result: Any) -> dict[str, dict[str, float]]:
 def child(config_path: str, result_path: str) -> None:
     bc.child_env()
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    counter = bc.TrainCounter()
+    counter = bm.TrainCounter()
     out = Path(cfg["output_dir"])
     result: dict[str, Any] = {"strategy": cfg["strategy"], "seed": cfg["seed"],
                               "settings": cfg["settings"]}
@@ -198,8 +201,8 @@ def child(config_path: str, result_path: str) -> None:
         traceback.print_exc()
         result["status"] = "failed"
         result["error"] = f"{type(e).__name__}: {e}"
-    records = bc.read_train_log(out / "train_log.jsonl")
-    result.update(counter.totals(), loop_s=bc.loop_seconds(records),
+    records = br.read_train_log(out / "train_log.jsonl")
+    result.update(counter.totals(), loop_s=br.loop_seconds(records),
                   peak_rss_mb=bc.peak_rss_mb())
     if not cfg["keep_checkpoints"]:
         for best in out.rglob("best"):
@@ -237,25 +240,25 @@ def strategy_tables(results: dict[tuple[str, int], dict[str, Any]], strategies: 
     """The dev metrics and costs of each strategy (x100, mean ± std over seeds), then each
     strategy's paired per-seed difference to the baseline, per task."""
     ok = {k: r for k, r in results.items() if r.get("status") == "ok"}
-    values = bc.seed_values(ok, tasks)
-    columns = [f"{t}/{m}" for t, m in bc.metric_columns(tasks)] + ["mean"]
-    names = [f"{t} {bc.METRIC_SHORT.get(m, m)}" for t, m in bc.metric_columns(tasks)]
+    values = br.seed_values(ok, tasks)
+    columns = [f"{t}/{m}" for t, m in br.metric_columns(tasks)] + ["mean"]
+    names = [f"{t} {br.METRIC_SHORT.get(m, m)}" for t, m in br.metric_columns(tasks)]
     rows, diff_rows = [], []
     for name in strategies:
         mine = [r for (s, _), r in sorted(results.items()) if s == name]
         per_seed = values.get(name, {})
-        diff = bc.paired_differences(values, name, BASELINE)
+        diff = br.paired_differences(values, name, BASELINE)
         failed = [r for r in mine if r.get("status") != "ok"]
         status = "not run" if not mine else "ok" if not failed else \
             f"failed: {short_error(failed[0].get('error', '?'))}"
-        cells = [bc.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns]
-        delta = bc.fmt_mean_std([v["mean"] for v in diff.values()], signed=True) \
+        cells = [br.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns]
+        delta = br.fmt_mean_std([v["mean"] for v in diff.values()], signed=True) \
             if name != BASELINE else ""
         rows.append([name, len(per_seed), *cells, delta,
                      *cost_columns([r for r in mine if r.get("status") == "ok"]), status])
         if name != BASELINE and diff:
             diff_rows.append([name, len(diff)] + [
-                bc.fmt_mean_std([v[c] for v in diff.values()], signed=True) for c in columns])
+                br.fmt_mean_std([v[c] for v in diff.values()], signed=True) for c in columns])
     main = bc.markdown_table(["strategy", "seeds", *names, "mean", f"Δ mean vs {BASELINE}",
                               "s/step", "batches/step", "s/1k examples", "examples trained",
                               "peak RSS MiB", "status"], rows)
@@ -304,11 +307,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                   "directories",
                          lr_help="a small encoder takes a larger step than BERT-base "
                                  "(task_specs/demo.yaml)")
-    bc.add_quality_args(p, PRESETS, quick_help="")
+    bqs.add_quality_args(p, PRESETS, quick_help="")
     p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES),
                    help=f"{BASELINE} is always run (the baseline)")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep every run's best/")
-    args = bc.finish_args(p, p.parse_args(argv), PRESETS)
+    args = bqs.finish_args(p, p.parse_args(argv), PRESETS)
     if len(args.tasks) < 2:
         p.error("multi-task strategies need at least two --tasks")
     # The baseline first, then the table order.
@@ -316,12 +319,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def estimate_run(name: str, budget: Budget, sizes: bc.Sizes) -> float:
-    """Seconds one strategy takes, from the development machine's rates (bench_common)."""
+def estimate_run(name: str, budget: Budget, sizes: bqs.Sizes) -> float:
+    """Seconds one strategy takes, from the development machine's rates (bench_quality_setup)."""
     tokens = budget.epochs * sum(sizes.train_tokens.values())
-    return (bc.OVERHEAD_CHILD_S + bc.OVERHEAD_RUN_S * (2 if name == "continual" else 1)
-            + COST.get(name, 1.0) * tokens / bc.RATE_TRAIN_TOKENS_S
-            + sum(sizes.dev_tokens.values()) / bc.RATE_EVAL_TOKENS_S)
+    return (bqs.OVERHEAD_CHILD_S + bqs.OVERHEAD_RUN_S * (2 if name == "continual" else 1)
+            + COST.get(name, 1.0) * tokens / bqs.RATE_TRAIN_TOKENS_S
+            + sum(sizes.dev_tokens.values()) / bqs.RATE_EVAL_TOKENS_S)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -330,16 +333,16 @@ def main(argv: list[str] | None = None) -> None:
         return child(*args.child)
     from mtdnn.spec import SpecError
 
-    out, store, logs, sizes = bc.open_out(args)
+    out, store, logs, sizes = bqs.open_out(args)
     train_rows, dev_rows = sizes.train_rows, sizes.dev_rows
-    budget = Budget(tuple(args.tasks), {t: bc.batches(n, args.batch_size)
-                                        for t, n in train_rows.items()}, args.epochs)
+    budget = Budget(tuple(args.tasks), {t: bqs.batches(n, args.batch_size)
+                                         for t, n in train_rows.items()}, args.epochs)
 
     units = [(s, seed) for seed in args.seeds for s in args.strategies]
     configs: dict[tuple[str, int], dict[str, Any]] = {}
     for name, seed in units:
         own = strategy_overrides(name, budget)
-        overrides = bc.base_overrides(
+        overrides = bqs.base_overrides(
             glue_dir=str(Path(args.glue_dir).absolute()), encoder=args.encoder, seed=seed,
             lr=args.lr, batch_size=args.batch_size, max_seq_length=args.max_seq_length,
             warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, tasks=args.tasks,
@@ -386,7 +389,7 @@ def main(argv: list[str] | None = None) -> None:
                      "status": "failed", "error": str(e).splitlines()[0]}
         store.put(key, r)
         if r["status"] == "ok":
-            print(f"{key}: mean {100 * bc.main_score(r['metrics'], args.tasks):.1f}, "
+            print(f"{key}: mean {100 * br.main_score(r['metrics'], args.tasks):.1f}, "
                   f"{r['train_s'] / max(r['steps'], 1):.3f} s/step, {r['steps']} steps, "
                   f"{r['train_rows']} examples", flush=True)
         else:

@@ -22,7 +22,7 @@ The same encoder, GLUE training rows (read by mtdnn.data.read_split for all thre
 learning rate and fp32. c runs --steps optimizer steps; its sampler's plan for those steps says
 how many steps each task gets, and a and b train each task for exactly that many steps. No
 evaluation, no checkpoints, no logging inside the timed window. Timing, token counts and FLOPs are
-taken by the same instruments for all three (see bench_common.py): mtdnn is observed through its
+taken by the same instruments for all three (see bench_meter.py): mtdnn is observed through its
 public hook, `mtdnn.instrument.Instrument`.
 """
 
@@ -42,6 +42,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import bench_meter as bm  # noqa: E402
 
 METHODS = {"hf-padded": "(a) HF Trainer, padded to max_seq_length, one task at a time",
            "hf-dynamic": "(b) HF Trainer, dynamic padding + group_by_length, one task at a time",
@@ -136,7 +137,7 @@ def mtdnn_spec(cfg: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# The children: one method each, measured by bc.Meter
+# The children: one method each, measured by bm.Meter
 
 
 def hf_dataset(rows: Any, tokenizer: Any, max_len: int, padding: bool | str) -> Any:
@@ -149,7 +150,7 @@ def hf_dataset(rows: Any, tokenizer: Any, max_len: int, padding: bool | str) -> 
                             max_length=max_len), batched=True, remove_columns=list(texts))
 
 
-def train_hf(cfg: dict[str, Any], meter: bc.Meter, dynamic: bool) -> dict[str, Any]:
+def train_hf(cfg: dict[str, Any], meter: bm.Meter, dynamic: bool) -> dict[str, Any]:
     from transformers import (
         AutoModelForSequenceClassification,
         AutoTokenizer,
@@ -200,11 +201,11 @@ def child(config_path: str, result_path: str) -> None:
 
     cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
     extra: dict[str, Any] = {}
-    with bc.Meter() as meter:
+    with bm.Meter() as meter:
         if cfg["method"].startswith("mtdnn"):
             from mtdnn.trainer import train
 
-            probe = bc.MtdnnProbe(meter)
+            probe = bm.MtdnnProbe(meter)
             meter.start_run("mixture")
             train(mtdnn_spec(cfg), progress=False, instrument=probe)
             meter.end_run()
@@ -224,8 +225,8 @@ def child(config_path: str, result_path: str) -> None:
 
 def summarize(results: list[dict[str, Any]], methods: list[str], peak: float) -> dict[str, Any]:
     for r in results:
-        r["steady"] = bc.rates(bc.window_totals(r["runs"], r["dims"], steady=True), peak)
-        r["all_steps"] = bc.rates(bc.window_totals(r["runs"], r["dims"], steady=False), peak)
+        r["steady"] = bm.rates(bm.window_totals(r["runs"], r["dims"], steady=True), peak)
+        r["all_steps"] = bm.rates(bm.window_totals(r["runs"], r["dims"], steady=False), peak)
     summary: dict[str, Any] = {}
     for m in methods:
         mine = [r for r in results if r["method"] == m]
@@ -339,12 +340,12 @@ def main(argv: list[str] | None = None) -> None:
 
     spec, spec_path = build_spec(args, workdir)
     sizes, plan = task_plan(spec)
-    dims = bc.model_dims(AutoConfig.from_pretrained(resolve_encoder(args.encoder)))
+    dims = bm.model_dims(AutoConfig.from_pretrained(resolve_encoder(args.encoder)))
     machine = bc.machine_info()
     print(f"machine: {bc.machine_line(machine)}\nworkdir: {workdir}\nplan: {plan}", flush=True)
     # Measured before and after the runs; the higher one is the peak (the machine is shared).
     peak_rows = (args.batch_size * 64, args.batch_size * args.max_seq_length)
-    peaks = [bc.matmul_peak(dims, peak_rows)]
+    peaks = [bm.matmul_peak(dims, peak_rows)]
     results = []
     for repeat in range(args.repeats):
         for m in methods:
@@ -355,10 +356,10 @@ def main(argv: list[str] | None = None) -> None:
             if "tasks" in r and r["tasks"] != {k: v for k, v in plan.items() if v}:
                 print(f"warning: {m} trained {r['tasks']} batches per task, not the plan the "
                       "HF Trainer runs follow", flush=True)
-            quick = bc.rates(bc.window_totals(r["runs"], r["dims"], steady=True), 1.0)
+            quick = bm.rates(bm.window_totals(r["runs"], r["dims"], steady=True), 1.0)
             print(f"round {repeat + 1}/{args.repeats} {m}: {quick['samples_per_s']:.1f} "
                   f"samples/s, peak RSS {r['peak_rss_mb']:.0f} MiB", flush=True)
-    peaks.append(bc.matmul_peak(dims, peak_rows))
+    peaks.append(bm.matmul_peak(dims, peak_rows))
     peak = max(p["flops_per_s"] for p in peaks)
     summary = summarize(results, methods, peak)
     info = {"machine": machine, "steps": args.steps, "batch_size": args.batch_size,

@@ -38,6 +38,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_common as bc  # noqa: E402
+import bench_quality_setup as bqs  # noqa: E402
+import bench_results as br  # noqa: E402
 from bench_quality import hf_train_task, mtdnn_train  # noqa: E402
 
 ARMS = {"hf-grouped": {"sampling": "group_by_length", "reinit_pooler": False},
@@ -51,12 +53,12 @@ SETUP = {"lr": 1e-4, "batch_size": 32, "max_seq_length": 128, "warmup_ratio": 0.
 
 
 def overrides(glue_dir: str, encoder: str, task: str, seed: int) -> list[str]:
-    return bc.base_overrides(glue_dir=glue_dir, encoder=encoder, seed=seed, lr=SETUP["lr"],
-                             batch_size=SETUP["batch_size"],
-                             max_seq_length=SETUP["max_seq_length"],
-                             warmup_ratio=SETUP["warmup_ratio"],
-                             weight_decay=SETUP["weight_decay"], tasks=[task],
-                             max_train=SETUP["max_train"])
+    return bqs.base_overrides(glue_dir=glue_dir, encoder=encoder, seed=seed, lr=SETUP["lr"],
+                              batch_size=SETUP["batch_size"],
+                              max_seq_length=SETUP["max_seq_length"],
+                              warmup_ratio=SETUP["warmup_ratio"],
+                              weight_decay=SETUP["weight_decay"], tasks=[task],
+                              max_train=SETUP["max_train"])
 
 
 def run_one(arm: str, task: str, seed: int, glue_dir: str, encoder: str, work: Path
@@ -89,7 +91,7 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
     def cells(per_task: dict[str, list[float]], diff: bool) -> list[str]:
         out_cells = []
         for t in TASKS:
-            m, s = bc.mean_std(per_task[t]) if per_task[t] else (None, None)
+            m, s = br.mean_std(per_task[t]) if per_task[t] else (None, None)
             spread = "" if s is None else f" ± {s:.1f}"  # one seed: no spread to show
             out_cells.append("-" if m is None else f"{m:+.1f}{spread}" if diff
                              else f"{m:.1f}{spread}")
@@ -109,7 +111,7 @@ def report(results: list[dict[str, Any]], out: Path) -> str:
                 not diff or ("mtdnn-single", t, s) in value) for t in TASKS)]
             means = [sum(value[arm, t, s] - (value["mtdnn-single", t, s] if diff else 0)
                          for t in TASKS) / len(TASKS) for s in both]
-            m, sd = bc.mean_std(means) if means else (None, None)
+            m, sd = br.mean_std(means) if means else (None, None)
             spread = "" if sd is None else f" ± {sd:.1f}"
             mean_cell = "-" if m is None else (f"{m:+.1f}{spread}" if diff else f"{m:.1f}{spread}")
             name = f"Δ {arm} − mtdnn-single" if diff else arm
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     bc.child_env()
     bc.check_glue_dir(args.glue_dir)
     out = Path(args.out)
-    store = bc.ResultStore(out / "runs")
+    store = br.ResultStore(out / "runs")
     results = []
     for task in TASKS:  # STS-B first: the largest gap (+32.9 points) answers soonest
         for seed in SEEDS:

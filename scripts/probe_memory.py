@@ -117,7 +117,7 @@ def child(config_path: str, result_path: str) -> None:
     top = sorted({name.split(".")[0] for name in list(sys.modules)})
     big = [m for m in ("evaluate", "sklearn", "scipy", "pandas", "datasets", "accelerate",
                        "safetensors", "seqeval", "tensorboard", "matplotlib") if m in top]
-    steady = [r for r in result["runs"] if len(r["step_t"]) >= 2]  # steps 2..n, as bench_common
+    steady = [r for r in result["runs"] if len(r["step_t"]) >= 2]  # steps 2..n, as bench_meter
     seconds = sum(r["step_t"][-1] - r["step_t"][0] for r in steady)
     tokens = sum(b[2] for r in steady for b in r["batches"][1:len(r["step_t"])])
     result.update(real_tokens_per_s=tokens / seconds if seconds else float("nan"))

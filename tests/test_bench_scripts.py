@@ -18,6 +18,8 @@ SCRIPTS = REPO / "scripts"
 bq = load_script("bench_quality")
 bs = load_script("bench_strategies")
 bc = load_script("bench_common")
+bqs = load_script("bench_quality_setup")
+br = load_script("bench_results")
 bt = load_script("bench_throughput")
 bo = load_script("bench_overhead")
 TASKS = ["rte", "mrpc"]
@@ -48,24 +50,24 @@ def test_speed_script_options():
     assert bo.parse_args([]).log_every == 1
 
 
-# ---- bench_common: aggregation and formatting --------------------------------------------------
+# ---- bench_results: aggregation and formatting --------------------------------------------------
 
 
 def test_mean_std_is_the_sample_std():
-    assert bc.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
-    assert bc.mean_std([0.5]) == (0.5, None)
-    mean, std = bc.mean_std([])
+    assert br.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0)
+    assert br.mean_std([0.5]) == (0.5, None)
+    mean, std = br.mean_std([])
     assert mean != mean and std is None  # NaN
 
 
 def test_fmt_mean_std():
-    assert bc.fmt_mean_std([0.60, 0.62]) == "61.0 ± 1.4"
-    assert bc.fmt_mean_std([0.612]) == "61.2"
-    assert bc.fmt_mean_std([]) == "-"
-    assert bc.fmt_mean_std([0.01, 0.03], signed=True) == "+2.0 ± 1.4"
-    assert bc.fmt_mean_std([-0.0004], signed=True) == "+0.0"  # no "-0.0"
-    assert bc.fmt_mean_std([-0.0004]) == "0.0"
-    assert bc.fmt_mean_std([100.0, 110.0], scale=1.0, digits=0) == "105 ± 7"
+    assert br.fmt_mean_std([0.60, 0.62]) == "61.0 ± 1.4"
+    assert br.fmt_mean_std([0.612]) == "61.2"
+    assert br.fmt_mean_std([]) == "-"
+    assert br.fmt_mean_std([0.01, 0.03], signed=True) == "+2.0 ± 1.4"
+    assert br.fmt_mean_std([-0.0004], signed=True) == "+0.0"  # no "-0.0"
+    assert br.fmt_mean_std([-0.0004]) == "0.0"
+    assert br.fmt_mean_std([100.0, 110.0], scale=1.0, digits=0) == "105 ± 7"
 
 
 def _result(rte, acc, f1, train_s=100.0, wall=150.0):
@@ -80,26 +82,26 @@ RESULTS = {("mtdnn-single", 1): _result(0.60, 0.70, 0.80, 100.0, 150.0),
 
 
 def test_seed_values_and_paired_differences():
-    values = bc.seed_values(RESULTS, TASKS)
+    values = br.seed_values(RESULTS, TASKS)
     assert values["mtdnn-single"][1] == pytest.approx(
         {"rte/accuracy": 0.60, "mrpc/accuracy": 0.70, "mrpc/f1": 0.80, "mean": 0.65})
-    diff = bc.paired_differences(values, "mtdnn-multi", "mtdnn-single")
+    diff = br.paired_differences(values, "mtdnn-multi", "mtdnn-single")
     assert sorted(diff) == [1, 2]
     assert diff[1] == pytest.approx(
         {"rte/accuracy": 0.05, "mrpc/accuracy": 0.01, "mrpc/f1": 0.01, "mean": 0.03})
     assert diff[2]["mean"] == pytest.approx(0.0)
     # A unit that lacks a task (failed, partial) is left out; differences use common seeds only.
     partial = {**RESULTS, ("mtdnn-multi", 3): {"metrics": {"rte": {"accuracy": 0.5}}}}
-    assert sorted(bc.seed_values(partial, TASKS)["mtdnn-multi"]) == [1, 2]
-    assert bc.paired_differences(values, "mtdnn-multi", "hf-single") == {}
+    assert sorted(br.seed_values(partial, TASKS)["mtdnn-multi"]) == [1, 2]
+    assert br.paired_differences(values, "mtdnn-multi", "hf-single") == {}
 
 
 def test_metric_columns_and_main_score():
-    assert bc.metric_columns(["rte", "mrpc", "stsb", "cola"]) == [
+    assert br.metric_columns(["rte", "mrpc", "stsb", "cola"]) == [
         ("rte", "accuracy"), ("mrpc", "accuracy"), ("mrpc", "f1"), ("stsb", "pearson"),
         ("cola", "matthews_correlation")]
     # MRPC's main metric is glue.yaml's first: accuracy, not F1.
-    assert bc.main_score({"rte": {"accuracy": 0.6}, "mrpc": {"accuracy": 0.7, "f1": 0.9}},
+    assert br.main_score({"rte": {"accuracy": 0.6}, "mrpc": {"accuracy": 0.7, "f1": 0.9}},
                          TASKS) == pytest.approx(0.65)
 
 
@@ -107,14 +109,14 @@ def test_loss_curves_and_loop_seconds_from_a_train_log():
     records = [{"step": 5, "epoch": 0.5, "elapsed_s": 3.0, "loss/rte": 0.7, "loss/mrpc": 0.6},
                {"step": 10, "epoch": 1.0, "elapsed_s": 6.5, "loss/rte": 0.5},
                {"step": 10, "score": 0.6, "dev/rte/accuracy": 0.6}]
-    assert bc.loss_curves(records) == {"rte": [[0.5, 0.7], [1.0, 0.5]], "mrpc": [[0.5, 0.6]]}
-    assert bc.loss_curves(records, epoch_offset=2.0)["mrpc"] == [[2.5, 0.6]]
-    assert bc.loop_seconds(records) == 6.5
-    assert bc.loop_seconds([]) is None
+    assert br.loss_curves(records) == {"rte": [[0.5, 0.7], [1.0, 0.5]], "mrpc": [[0.5, 0.6]]}
+    assert br.loss_curves(records, epoch_offset=2.0)["mrpc"] == [[2.5, 0.6]]
+    assert br.loop_seconds(records) == 6.5
+    assert br.loop_seconds([]) is None
 
 
 def test_result_store_round_trip(tmp_path):
-    store = bc.ResultStore(tmp_path)
+    store = br.ResultStore(tmp_path)
     assert store.get("m/seed1") is None
     store.put("m/seed1", {"a": 1})
     assert store.get("m/seed1") == {"a": 1}
@@ -124,12 +126,12 @@ def test_result_store_round_trip(tmp_path):
 
 
 def test_base_overrides_evaluate_at_the_end_only():
-    over = bc.base_overrides(glue_dir=None, encoder="enc", seed=3, lr=1e-4, batch_size=16,
-                             max_seq_length=64, warmup_ratio=0.1, weight_decay=0.01,
-                             tasks=TASKS, max_train=100)
-    assert f"train.eval_every={bc.HUGE}" in over and "seed=3" in over
+    over = bqs.base_overrides(glue_dir=None, encoder="enc", seed=3, lr=1e-4, batch_size=16,
+                              max_seq_length=64, warmup_ratio=0.1, weight_decay=0.01,
+                              tasks=TASKS, max_train=100)
+    assert f"train.eval_every={bqs.HUGE}" in over and "seed=3" in over
     assert over[-2:] == ["tasks.rte.max_train_examples=100", "tasks.mrpc.max_train_examples=100"]
-    assert not any("max_train_examples" in o for o in bc.base_overrides(
+    assert not any("max_train_examples" in o for o in bqs.base_overrides(
         glue_dir=None, encoder="enc", seed=3, lr=1e-4, batch_size=16, max_seq_length=64,
         warmup_ratio=0.1, weight_decay=0.01, tasks=TASKS, max_train=0))
 
@@ -161,7 +163,7 @@ def test_quality_args_order_methods_and_reject_mistakes(capsys):
 
 
 def test_quality_table_exact():
-    values = bc.seed_values(RESULTS, TASKS)
+    values = br.seed_values(RESULTS, TASKS)
     table = bq.quality_table(values, ["mtdnn-single", "mtdnn-multi"], TASKS,
                              bq.method_times(RESULTS))
     assert table == (
@@ -176,7 +178,7 @@ def test_quality_table_exact():
 
 
 def test_quality_report_starts_with_command_and_machine():
-    values = bc.seed_values(RESULTS, TASKS)
+    values = br.seed_values(RESULTS, TASKS)
     args = bq.parse_args(["--tasks", "rte", "mrpc", "--seeds", "1", "2", "--methods",
                           "mtdnn-single", "mtdnn-multi"])
     machine = {"cpu": "Test CPU", "logical_cores": 2, "usable_cores": 2, "torch_threads": 2,
@@ -195,19 +197,19 @@ def test_quality_report_starts_with_command_and_machine():
 
 
 def test_quality_estimate_counts_tokens_and_runs():
-    sizes = bc.Sizes(train_rows={"rte": 10, "mrpc": 10},
-                     train_tokens={"rte": 2 * bc.RATE_TRAIN_TOKENS_S, "mrpc": 0},
+    sizes = bqs.Sizes(train_rows={"rte": 10, "mrpc": 10},
+                     train_tokens={"rte": 2 * bqs.RATE_TRAIN_TOKENS_S, "mrpc": 0},
                      dev_rows={"rte": 1, "mrpc": 1},
-                     dev_tokens={"rte": bc.RATE_EVAL_TOKENS_S, "mrpc": 0})
-    fixed = bc.OVERHEAD_CHILD_S + 1.0  # the child, and 1 s of evaluation
+                     dev_tokens={"rte": bqs.RATE_EVAL_TOKENS_S, "mrpc": 0})
+    fixed = bqs.OVERHEAD_CHILD_S + 1.0  # the child, and 1 s of evaluation
     assert bq.estimate_unit("mtdnn-multi", sizes, 3.0, 1.0) == pytest.approx(
-        fixed + bc.OVERHEAD_RUN_S + 6.0)
+        fixed + bqs.OVERHEAD_RUN_S + 6.0)
     assert bq.estimate_unit("mtdnn-single", sizes, 3.0, 1.0) == pytest.approx(
-        fixed + 2 * bc.OVERHEAD_RUN_S + 6.0)
+        fixed + 2 * bqs.OVERHEAD_RUN_S + 6.0)
     assert bq.estimate_unit("mtdnn-multi+ft", sizes, 3.0, 1.0) == pytest.approx(
-        fixed + 2 * bc.OVERHEAD_RUN_S + 2.0)
+        fixed + 2 * bqs.OVERHEAD_RUN_S + 2.0)
     assert bq.estimate_unit("hf-single", sizes, 3.0, 1.0) == pytest.approx(
-        fixed + 2 * bc.OVERHEAD_RUN_S + 6.0 * bc.HF_TRAINER_SLOWDOWN)
+        fixed + 2 * bqs.OVERHEAD_RUN_S + 6.0 * bqs.HF_TRAINER_SLOWDOWN)
 
 
 # ---- bench_strategies --------------------------------------------------------------------------
@@ -249,9 +251,9 @@ def _strategy_spec(name: str, budget):
     from mtdnn.spec import load_spec
 
     own = bs.strategy_overrides(name, budget)
-    overrides = bc.base_overrides(glue_dir=None, encoder=bc.MINILM, seed=1, lr=1e-4,
-                                  batch_size=32, max_seq_length=128, warmup_ratio=0.1,
-                                  weight_decay=0.01, tasks=list(GLUE4), max_train=1000)
+    overrides = bqs.base_overrides(glue_dir=None, encoder=bc.MINILM, seed=1, lr=1e-4,
+                                   batch_size=32, max_seq_length=128, warmup_ratio=0.1,
+                                   weight_decay=0.01, tasks=list(GLUE4), max_train=1000)
     # data_dir empty: the Hub sources, so that no data file is needed to check the spec.
     return load_spec(SPECS / "glue.yaml", overrides + bs.budget_overrides(own, budget) + own,
                      tasks=list(GLUE4))

@@ -21,6 +21,9 @@ SCRIPTS = REPO / "scripts"
 
 
 bc = load_script("bench_common")
+bm = load_script("bench_meter")
+bqs = load_script("bench_quality_setup")
+br = load_script("bench_results")
 bt = load_script("bench_throughput")
 bo = load_script("bench_overhead")
 bq = load_script("bench_quality")
@@ -86,7 +89,7 @@ def test_throughput_children_measure_alike(speed_spec, tmp_path, one_thread):
         assert all(len(run["batches"]) >= len(run["step_t"]) for run in runs)
         rows, t, real, sumsq = runs[0]["batches"][0]
         assert rows == 8 and 0 < real <= rows * t and real <= sumsq
-        steady = bc.rates(bc.window_totals(runs, dims, steady=True), 1.0)
+        steady = bm.rates(bm.window_totals(runs, dims, steady=True), 1.0)
         assert steady["steps"] == STEPS - len(runs) and steady["samples_per_s"] > 0
         assert r["peak_rss_train_mb"] is None or r["peak_rss_train_mb"] > 0
     for m in ("mtdnn", "mtdnn-unfused"):
@@ -116,7 +119,7 @@ def test_overhead_child_gives_every_component(speed_spec, tmp_path, one_thread):
     assert m["model"] > 0  # what is left of the step once the others are taken out
     assert m["step"] == pytest.approx(m["model"] + m["optimizer"] + m["data"] + m["bookkeeping"])
     # The log record of every step (log_every=1) is part of what is measured.
-    records = bc.read_train_log(tmp_path / "out" / "train_log.jsonl")
+    records = br.read_train_log(tmp_path / "out" / "train_log.jsonl")
     assert [r["step"] for r in records if "elapsed_s" in r] == list(range(1, STEPS + 1))
 
 
@@ -124,9 +127,9 @@ def test_overhead_child_gives_every_component(speed_spec, tmp_path, one_thread):
 
 
 def _quality_overrides(tiny_bert: str, glue: Path, tasks: list[str]) -> list[str]:
-    return bc.base_overrides(glue_dir=str(glue), encoder=tiny_bert, seed=1, lr=1e-4,
-                             batch_size=8, max_seq_length=64, warmup_ratio=0.1,
-                             weight_decay=0.01, tasks=tasks, max_train=16) + \
+    return bqs.base_overrides(glue_dir=str(glue), encoder=tiny_bert, seed=1, lr=1e-4,
+                              batch_size=8, max_seq_length=64, warmup_ratio=0.1,
+                              weight_decay=0.01, tasks=tasks, max_train=16) + \
         [f"tasks.{t}.max_eval_examples=16" for t in tasks]
 
 
@@ -160,7 +163,7 @@ def test_strategies_child_counts_what_the_loop_trained(name, tmp_path, tiny_bert
 
 def test_quality_sizes_and_multi_then_finetune_children(tmp_path, tiny_bert, glue, one_thread):
     tasks = ["rte", "stsb"]
-    sizes = bc.split_sizes(str(glue), tasks, 16, tiny_bert, 64)
+    sizes = bqs.split_sizes(str(glue), tasks, 16, tiny_bert, 64)
     assert sizes.train_rows == {"rte": 16, "stsb": 16}
     assert sizes.dev_rows["rte"] > 16 and all(v > 0 for v in sizes.train_tokens.values())
     args = bq.parse_args(["--tasks", *tasks, "--seeds", "1", "--epochs", "1", "--ft-epochs",

@@ -1,8 +1,9 @@
-"""scripts/bench_task_types.py: its options and presets, the specs of its units, the pure
-aggregation and tables (crafted numbers), and a smoke run of one unit per task type in-process,
-both arms, on the tiny BERT and a few real rows of each data set: both arms train on the same
-features and are scored through the same `kind.predictions` / `kind.score` path, the HF arm's
-outputs shaped as the type's own. The scores of a 2-step tiny model are not checked."""
+"""scripts/bench_task_types.py and its task_types_*.py modules: its options and presets, the specs
+of its units, the pure aggregation and tables (crafted numbers), and a smoke run of one unit per
+task type in-process, both arms, on the tiny BERT and a few real rows of each data set: both arms
+train on the same features and are scored through the same `kind.predictions` / `kind.score`
+path, the HF arm's outputs shaped as the type's own. The scores of a 2-step tiny model are not
+checked."""
 
 from __future__ import annotations
 
@@ -16,7 +17,13 @@ from conftest import build_tiny_bert, load_script
 from mtdnn.stats import t_interval
 
 bt = load_script("bench_task_types")
+tp = load_script("task_types_plan")
+trep = load_script("task_types_report")
+trun = load_script("task_types_run")
+tu = load_script("task_types_units")
 bc = load_script("bench_common")
+bqs = load_script("bench_quality_setup")
+br = load_script("bench_results")
 
 
 # ---- options and presets ----------------------------------------------------------------------
@@ -31,9 +38,9 @@ def test_defaults_are_the_full_preset_and_quick_is_smaller():
                                                            preset["repeats"])
         assert (args.train_rows, args.dev_rows, args.speed_rows) == (
             preset["train_rows"], preset["dev_rows"], preset["speed_rows"])
-        assert args.units == list(bt.DEFAULT_UNITS) and "conll-flat" not in args.units
+        assert args.units == list(tu.DEFAULT_UNITS) and "conll-flat" not in args.units
     assert quick.epochs < full.epochs and len(quick.seeds) < len(full.seeds)
-    assert all(0 < quick.train_rows[d] < (full.train_rows[d] or math.inf) for d in bt.DATA)
+    assert all(0 < quick.train_rows[d] < (full.train_rows[d] or math.inf) for d in tu.DATA)
 
 
 def test_explicit_options_win_over_the_preset():
@@ -61,7 +68,7 @@ def test_bad_options_exit_with_usage(argv, message, capsys):
 
 def test_unit_overrides(tmp_path):
     args = bt.parse_args(["--more-dir", "/data", "--hf-group-by-length"])
-    cfg = {u: bt.unit_config(args, u, "hf", 2, tmp_path) for u in bt.UNITS}
+    cfg = {u: tu.unit_config(args, u, "hf", 2, tmp_path) for u in tu.UNITS}
     assert "tasks.commonsenseqa.batch_size=6" in cfg["csqa"]["overrides"]  # 6 x 5 = 30 sequences
     assert "tasks.pos.layer=null" in cfg["pos"]["overrides"]
     assert not any("layer" in o for o in cfg["conll-hier"]["overrides"])
@@ -70,29 +77,29 @@ def test_unit_overrides(tmp_path):
     assert "tasks.squad.max_train_examples=960" in cfg["tput-squad"]["overrides"]
     assert "train.epochs=1.0" in cfg["tput-squad"]["overrides"]
     assert "seed=1" in cfg["tput-ner"]["overrides"]  # repeats share the first seed
-    assert {cfg[u]["hf_sampling"] for u in bt.UNITS} == {"group_by_length"}
-    assert bt.unit_config(bt.parse_args([]), "ner", "hf", 1, tmp_path)["hf_sampling"] == "random"
+    assert {cfg[u]["hf_sampling"] for u in tu.UNITS} == {"group_by_length"}
+    assert tu.unit_config(bt.parse_args([]), "ner", "hf", 1, tmp_path)["hf_sampling"] == "random"
     assert cfg["ner"]["run_dir"] == str(tmp_path / "runs" / "ner" / "hf" / "seed2")
-    assert bt.unit_key("tput-ner", "mtdnn", 3) == "tput-ner/mtdnn/rep3"
+    assert tu.unit_key("tput-ner", "mtdnn", 3) == "tput-ner/mtdnn/rep3"
     # --mtdnn-random-batches: mtdnn's quality and conll runs only, so the HF arm's stored runs
     # (same settings) stay valid and the speed units keep mtdnn's grouping
     random = bt.parse_args(["--more-dir", "/data", "--mtdnn-random-batches"])
     off = "train.group_by_length=false"
-    assert off in bt.unit_config(random, "ner", "mtdnn", 1, tmp_path)["overrides"]
-    assert off in bt.unit_config(random, "conll-hier", "mtdnn", 1, tmp_path)["overrides"]
-    assert off not in bt.unit_config(random, "tput-ner", "mtdnn", 1, tmp_path)["overrides"]
-    assert bt.unit_config(random, "ner", "hf", 1, tmp_path)["settings"] == \
-        bt.unit_config(bt.parse_args(["--more-dir", "/data"]), "ner", "hf", 1, tmp_path)["settings"]
+    assert off in tu.unit_config(random, "ner", "mtdnn", 1, tmp_path)["overrides"]
+    assert off in tu.unit_config(random, "conll-hier", "mtdnn", 1, tmp_path)["overrides"]
+    assert off not in tu.unit_config(random, "tput-ner", "mtdnn", 1, tmp_path)["overrides"]
+    assert tu.unit_config(random, "ner", "hf", 1, tmp_path)["settings"] == \
+        tu.unit_config(bt.parse_args(["--more-dir", "/data"]), "ner", "hf", 1, tmp_path)["settings"]
 
 
 def test_unit_specs_load_with_the_real_data(more, tmp_path):
     args = bt.parse_args(["--more-dir", str(more), "--only", "quality,conll,conll-flat"])
     layers = {}
     for unit in args.units:
-        spec = bt.unit_spec(bt.unit_config(args, unit, "mtdnn", 1, tmp_path))
+        spec = tu.unit_spec(tu.unit_config(args, unit, "mtdnn", 1, tmp_path))
         layers[unit] = {t.name: t.layer for t in spec.tasks}
         assert spec.train.eval_every > 10**8 and spec.train.learning_rate == 1e-4
-        trained = bt.train_only(spec, tmp_path / "run")
+        trained = tu.train_only(spec, tmp_path / "run")
         assert all(set(t.files) == {"train"} for t in trained.tasks)
     assert layers["conll-hier"] == {"ner": None, "pos": 2, "chunk": 4}
     assert layers["conll-flat"] == layers["pos"] | layers["ner"] | layers["chunk"] == {
@@ -105,18 +112,18 @@ def test_unit_specs_load_with_the_real_data(more, tmp_path):
 def test_padded_tokens_by_hand():
     lengths = [[1], [3], [2], [4]]
     # grouped, one window: 4, 3 | 2, 1 -> 2 x 4 + 2 x 2
-    assert bt.padded_tokens(lengths, 2, grouped=True) == 12
-    assert bt.padded_tokens(lengths, 4, grouped=False) == 16
-    assert bt.padded_tokens(lengths, 2, grouped=False) >= 12
-    assert bt.padded_tokens([[2, 5], [1, 1]], 2, grouped=False) == 4 * 5  # choices pad together
+    assert tp.padded_tokens(lengths, 2, grouped=True) == 12
+    assert tp.padded_tokens(lengths, 4, grouped=False) == 16
+    assert tp.padded_tokens(lengths, 2, grouped=False) >= 12
+    assert tp.padded_tokens([[2, 5], [1, 1]], 2, grouped=False) == 4 * 5  # choices pad together
 
 
 def test_the_hf_arm_is_estimated_with_its_padding():
     sizes = {"ner": {"padded_grouped": 1000, "padded_random": 2500, "dev_tokens": 360}}
     args = bt.parse_args([])
-    mtdnn, hf = (bt.estimate_run(bt.unit_config(args, "ner", arm, 1, Path("/tmp")), sizes, 2.0)
+    mtdnn, hf = (tp.estimate_run(tu.unit_config(args, "ner", arm, 1, Path("/tmp")), sizes, 2.0)
                  for arm in ("mtdnn", "hf"))
-    assert hf - mtdnn == pytest.approx(2 * 1500 / bc.RATE_TRAIN_TOKENS_S)
+    assert hf - mtdnn == pytest.approx(2 * 1500 / bqs.RATE_TRAIN_TOKENS_S)
 
 
 def quality_result(metrics: dict, train_s: float = 10.0) -> dict:
@@ -132,19 +139,19 @@ def test_quality_table_means_paired_differences_and_interval():
         results[("ner", "mtdnn", seed)] = quality_result({"ner": {"entity_f1": a}})
         results[("ner", "hf", seed)] = quality_result({"ner": {"entity_f1": b}}, 20.0)
     results[("ner", "mtdnn", 4)] = quality_result({"ner": {"entity_f1": 0.5}})  # unpaired
-    table = bt.quality_table(bt.collect(results), ["ner"])
+    table = trep.quality_table(trep.collect(results), ["ner"])
     row = table.splitlines()[2].split(" | ")
     _, low, high = t_interval([2.0, 2.0, 5.0])
-    assert row[1:] == ["entity F1", "3", bc.fmt_mean_std([0.80, 0.82, 0.84, 0.5]),
+    assert row[1:] == ["entity F1", "3", br.fmt_mean_std([0.80, 0.82, 0.84, 0.5]),
                        "79.0 ± 1.0", "+3.0 ± 1.7", f"[{low:+.1f}, {high:+.1f}]", "25.0 |"]
-    cost = bt.cost_table(bt.collect(results), ["ner"]).splitlines()
+    cost = trep.cost_table(trep.collect(results), ["ner"]).splitlines()
     assert cost[2].split(" | ")[1:7] == ["mtdnn", "4", "64", "2,000", "10 ± 0", "200 ± 0"]
     assert cost[3].split(" | ")[5:7] == ["20 ± 0", "100 ± 0"]
 
 
 def test_interval_needs_two_seeds():
-    assert bt.fmt_interval([0.01]) == "-"
-    assert bt.fmt_interval([0.01, 0.03]) == "[-10.7, +14.7]"  # 2 ± 12.706 x 1.414 / 1.414
+    assert trep.fmt_interval([0.01]) == "-"
+    assert trep.fmt_interval([0.01, 0.03]) == "[-10.7, +14.7]"  # 2 ± 12.706 x 1.414 / 1.414
 
 
 def test_conll_table_pairs_each_task_alone_with_the_run_together():
@@ -157,10 +164,10 @@ def test_conll_table_pairs_each_task_alone_with_the_run_together():
         results[("conll-hier", "mtdnn", seed)] = quality_result(
             {"ner": {"entity_f1": 0.81 + seed / 100}, "pos": {"token_accuracy": 0.90},
              "chunk": {"entity_f1": 0.85, "token_accuracy": 0.88}}, 25.0)
-    lines = bt.conll_table(bt.collect(results)).splitlines()
+    lines = trep.conll_table(trep.collect(results)).splitlines()
     assert lines[0].startswith("| task | metric | alone | conll-hier | Δ conll-hier − alone")
     ner = lines[2].split(" | ")
-    assert ner[2:6] == ["80.0 ± 0.0", "82.5 ± 0.7", "+2.5 ± 0.7", bt.fmt_interval([0.02, 0.03])]
+    assert ner[2:6] == ["80.0 ± 0.0", "82.5 ± 0.7", "+2.5 ± 0.7", trep.fmt_interval([0.02, 0.03])]
     assert lines[-1].split(" | ")[2:4] == ["30 ± 0", "25 ± 0"]  # the three alone, together
 
 
@@ -175,7 +182,7 @@ def test_speed_tables_take_medians_over_repeats_and_per_repeat_ratios():
                enumerate(((40.0, 900.0), (50.0, 1000.0), (60.0, 1100.0)), start=1)}
     results.update({("tput-ner", "hf", r): speed_result(s, t) for r, (s, t) in
                     enumerate(((20.0, 1000.0), (25.0, 1000.0), (50.0, 1000.0)), start=1)})
-    table, ratios = bt.speed_rows(bt.collect(results), ["tput-ner"])
+    table, ratios = trep.speed_rows(trep.collect(results), ["tput-ner"])
     assert table.splitlines()[2].split(" | ")[1:] == ["mtdnn", "3", "9", "0.5", "50", "1,000",
                                                       "1,250", "20 |"]
     assert ratios.splitlines()[2] == "| tput-ner | 3 | 2 | 1 |"  # medians of 2, 2, 1.2 / .9, 1, 1.1
@@ -194,7 +201,7 @@ def test_report_renders_every_part():
                                             "transformers": "x", "python": "p"},
             "command": "cmd", "units": args.units, "summary": "s.json",
             "sizes": {"ner": {"ner": sizes}, "conll-hier": {"ner": sizes}}}
-    text = bt.report(results, info)
+    text = trep.report(results, info)
     for heading in ("#### Quality", "#### CoNLL-2003", "#### Training throughput"):
         assert heading in text
     assert "- `ner` (CoNLL-2003 NER): CoNLL-2003 English, train 10 of 14,041 sentences" in text
@@ -248,11 +255,11 @@ def test_both_arms_train_the_same_features_and_score_through_the_same_path(
     from mtdnn.tasks import task_type
 
     args = smoke_args(tiny_bert, more, unit)
-    task = bt.unit_spec(bt.unit_config(args, unit, "mtdnn", 1, tmp_path)).tasks[0]
+    task = tu.unit_spec(tu.unit_config(args, unit, "mtdnn", 1, tmp_path)).tasks[0]
     results = {}
-    for arm in bt.ARMS:
+    for arm in tu.ARMS:
         spied["arm"][0] = arm
-        results[arm] = bt.run(bt.unit_config(args, unit, arm, 1, tmp_path))
+        results[arm] = trun.run(tu.unit_config(args, unit, arm, 1, tmp_path))
     a, b = results["mtdnn"], results["hf"]
     # the same training features, batches and steps: one epoch over the same rows
     keys = ("train_rows", "train_tokens", "train_batches", "steps")
@@ -284,10 +291,10 @@ def test_the_mtdnn_arm_scores_what_train_itself_reports(tiny_bert, more, tmp_pat
 
     from mtdnn.trainer import train
 
-    cfg = bt.unit_config(smoke_args(tiny_bert, more, "ner"), "ner", "mtdnn", 1, tmp_path)
-    spec = dataclasses.replace(bt.unit_spec(cfg), output_dir=str(tmp_path / "own"))
+    cfg = tu.unit_config(smoke_args(tiny_bert, more, "ner"), "ner", "mtdnn", 1, tmp_path)
+    spec = dataclasses.replace(tu.unit_spec(cfg), output_dir=str(tmp_path / "own"))
     own = train(spec, progress=False).metrics["ner"]["dev"]
-    assert bt.run(cfg)["metrics"]["ner"] == pytest.approx(own, abs=1e-9)
+    assert trun.run(cfg)["metrics"]["ner"] == pytest.approx(own, abs=1e-9)
 
 
 @pytest.fixture(scope="module")
@@ -299,25 +306,25 @@ def tiny_bert6(tmp_path_factory, tiny_tokenizer) -> str:
 
 def test_hierarchical_conll_run_scores_the_three_tasks(tiny_bert6, more, tmp_path, one_thread):
     args = smoke_args(tiny_bert6, more, "conll-hier")
-    r = bt.run(bt.unit_config(args, "conll-hier", "mtdnn", 1, tmp_path))
+    r = trun.run(tu.unit_config(args, "conll-hier", "mtdnn", 1, tmp_path))
     assert set(r["metrics"]) == {"ner", "pos", "chunk"}
     assert set(r["metrics"]["pos"]) == {"token_accuracy"}
     sizes = r["sizes"]["ner"]
     assert r["sizes"]["pos"] == r["sizes"]["chunk"] == sizes
     # proportional sampler: each task's features once per epoch
     assert r["train"]["train_rows"] == 3 * sizes["train_features"]
-    assert r["train"]["steps"] == 3 * bc.batches(sizes["train_features"], 16)
+    assert r["train"]["steps"] == 3 * bqs.batches(sizes["train_features"], 16)
 
 
 def test_speed_unit_measures_both_arms_over_the_same_epoch(tiny_bert, more, tmp_path,
                                                            one_thread):
     args = smoke_args(tiny_bert, more, "tput-ner")
-    results = {arm: bt.run(bt.unit_config(args, "tput-ner", arm, 1, tmp_path))
-               for arm in bt.ARMS}
-    a, b = (results[arm]["totals"] for arm in bt.ARMS)
+    results = {arm: trun.run(tu.unit_config(args, "tput-ner", arm, 1, tmp_path))
+               for arm in tu.ARMS}
+    a, b = (results[arm]["totals"] for arm in tu.ARMS)
     assert a["steps"] == b["steps"] == 2 and a["samples"] == b["samples"] == 32
     assert a["real_tokens"] == b["real_tokens"] > 0
     for r in results.values():
         assert r["steady"]["steps"] == 1 and r["steady"]["real_tokens_per_s"] > 0
         assert r["optimizer"].startswith("AdamW")
-    assert "steady" in results["hf"] and bt.summary_line(results["hf"]).endswith("real tok/s")
+    assert "steady" in results["hf"] and trep.summary_line(results["hf"]).endswith("real tok/s")
