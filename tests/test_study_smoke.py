@@ -80,10 +80,10 @@ def test_the_kd_smart_script_distils_from_its_teachers_and_pairs_both_with_them(
         kd.main([*common, "--report"])  # nothing trained yet
     kd.main(common)
     report = json.loads((tmp_path / "kd" / "final" / "report.json").read_text())
-    assert report["settings"]["routes"] == ["multi", "multi+kd", "multi+smart"]
+    assert report["settings"]["routes"] == ["multi", "multi+kd", "multi+kd-soft", "multi+smart"]
     assert report["settings"]["baseline"] == "multi"
     for target in ("rte", "mrpc", "stsb"):  # the student and SMART paired with the teachers
-        for route in ("multi+kd", "multi+smart"):
+        for route in ("multi+kd", "multi+kd-soft", "multi+smart"):
             per_metric = report["targets"][target]["differences"][route]
             assert all(d["seeds"] == [1, 2, 3] for d in per_metric.values())
     smart = yaml.safe_load((tmp_path / "kd" / "smart" / "multi" / "seed-1" /
@@ -94,11 +94,19 @@ def test_the_kd_smart_script_distils_from_its_teachers_and_pairs_both_with_them(
     assert [t["path"] for t in student["teachers"]] == [
         str(tmp_path / "kd" / "teachers" / "multi" / f"seed-{s}" / "best") for s in (1, 2, 3)]
     distillation = report["distillation"]
-    assert set(distillation["student"]) == set(distillation["multi"]) == {"1", "2", "3"}
-    assert len(distillation["gap_closed"]) == 3
+    assert set(distillation["students"]) == {"kd", "kd-soft"}
+    for stage, (alpha, temperature) in (("kd", (0.5, 1.0)), ("kd-soft", (0.0, 2.0))):
+        student = distillation["students"][stage]
+        assert set(student["student"]) == set(distillation["multi"]) == {"1", "2", "3"}
+        assert len(student["gap_closed"]) == 3
+        assert (student["alpha"], student["temperature"]) == (alpha, temperature)
+        run = yaml.safe_load((tmp_path / "kd" / stage / "multi" / "seed-1" /
+                              "spec.yaml").read_text())["distill"]
+        assert (run["alpha"], run["temperature"]) == (alpha, temperature)
     assert set(distillation["ensemble"]) == {"rte", "mrpc", "stsb"}
     text = (tmp_path / "kd" / "final" / "distillation.md").read_text()
     assert "| the ensemble of the three |" in text and "gap closed" in text
+    assert "| student, alpha 0, T 2 (mean over seeds) |" in text
     assert "## Paired differences to multi (x100)" in \
         (tmp_path / "kd" / "final" / "report.md").read_text()
     stamp = (tmp_path / "kd" / "final" / "report.json").stat().st_mtime_ns
