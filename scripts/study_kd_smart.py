@@ -188,9 +188,8 @@ def report(glue_dir: str, out: Path) -> None:
                 "sampler": "proportional",
                 "caveat": "What this cannot show: every run is scored on its final model; the "
                           "learning rate was picked on the same dev sets by the quality study; "
-                          "three seeds bound the spread only roughly; the distillation "
-                          "settings (two tried, set before seeing any result) and SMART's (weight "
-                          "1, one step) were not tuned; "
+                          "three seeds bound the spread only roughly; the distillation and "
+                          "SMART settings were set before any result and not tuned; "
                           "the teachers are as small as the student, so this is self-"
                           "distillation from an ensemble, not compression of a larger model.",
                 "route_text": {
