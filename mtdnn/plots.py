@@ -82,7 +82,9 @@ def plot_compare(report: dict[str, Any], path: str | Path) -> Path | None:
     """Each target's paired differences to the baseline route (single unless the report names
     another; main metric, x100): the mean over seeds with its 95% t-interval (thick) and bootstrap
     interval (thin), one row per route."""
-    base = report["settings"].get("baseline", "single")
+    from mtdnn.compare_report import baseline_of
+
+    base = baseline_of(report["settings"])
     targets = report["targets"]
     routes = [r for r in report["settings"]["routes"] if r != base]
     if not targets or not routes:

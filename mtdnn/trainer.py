@@ -189,7 +189,9 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     pooler = detach_pooler(encoder, spec)  # head_init: pooler
     with accelerator.main_process_first():  # rank 0 fills the tokenization cache first
         data = prepare_tasks(spec, tokenizer, encoder.config)
+        scoring = time.perf_counter()
         teachers = attach_targets(spec, data)  # distillation: the teachers' soft targets
+        scoring = time.perf_counter() - scoring
     trainable = {name: d for name, d in data.items() if d.train is not None}
     infos = [d.info for d in data.values()]
     sharing_cls = implementation("sharing", t.sharing)
@@ -209,6 +211,8 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
     model.distill = distill_settings(spec)
     for name, paths in teachers.items():
         accelerator.print(f"mtdnn: distilling {name} from {len(paths)} teacher(s)")
+    if teachers:  # the teachers score the training rows once; later runs read the cache
+        accelerator.print(f"mtdnn: the teachers' targets took {scoring:.0f} s")
     model.train()
 
     mode_cls: type[StepMode] = implementation("step_mode", t.step_mode)

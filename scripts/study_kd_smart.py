@@ -17,7 +17,7 @@ every run's cost).
   alone. Goal: close at least half of the gap between one multi-task model and the ensemble.
 - SMART (`smart/`): the same run, seeds 1-3, with `adv_weight: 1` (one adversarial step, the
   paper's step size and epsilon) on the two small targets, RTE and MRPC (README: SMART is for a
-  small task that over-fits; on STS-B too it would cost a third more), paired by seed with the
+  small task that over-fits; on STS-B too it would cost about 40% more), paired by seed with the
   teachers.
 Every run is a `mtdnn compare` record (stored as it finishes, resumable).
 """

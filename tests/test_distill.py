@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -174,15 +175,19 @@ def test_teacher_outputs_are_the_teachers_scores_cached_and_from_an_export_the_s
 
 
 def test_a_student_with_another_tokenizer_trains_and_resumes_exactly(teachers, tmp_path,
-                                                                     minilm_path):
+                                                                     minilm_path, capsys):
     dirs, _, spec_path = teachers
     student = build_tiny_bert(tmp_path / "student", minilm_path)  # MiniLM's WordPiece vocabulary
     common = [f"encoder={student}", "train.max_steps=6", "train.save_every=2",
               "train.eval_every=6", "train.log_every=1"]
     spec = _student(spec_path, dirs, *common, f"output_dir={tmp_path / 'ref'}")
     ref = train(spec, progress=False)
+    log = capsys.readouterr().out
+    assert "mtdnn: distilling rte from 2 teacher(s)" in log
+    assert re.search(r"mtdnn: the teachers' targets took \d+ s", log)
     plain = train(load_spec(spec_path, [*common, f"output_dir={tmp_path / 'plain'}"]),
                   progress=False)
+    assert "teachers' targets" not in capsys.readouterr().out  # no distill section, no line
     a, b = (load_file(str(d / "heads.safetensors")) for d in (plain.best_dir, ref.best_dir))
     assert any(not a[k].equal(b[k]) for k in a)  # the teachers changed the training
     cut = _student(spec_path, dirs, *common, f"output_dir={tmp_path / 'cut'}",
