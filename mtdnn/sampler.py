@@ -68,7 +68,8 @@ class MultiTaskBatchSampler:
         drop_last: drop each task's short final global batch.
         num_replicas: number of distributed ranks; rank: this rank, 0 <= rank < num_replicas.
         lengths: task name -> per-example lengths, used by `group_by_length`; tasks left out
-            are not grouped.
+            are not grouped (a per-task choice: `Spec.group_by_length`). The grouped tasks are
+            part of the plan-defining config that a resumed state must match.
         group_by_length: within a task, sort windows of `batch_size * num_replicas *
             megabatch_mult` shuffled examples by length (less padding), then shuffle the batch
             order. The task schedule is unchanged.
@@ -279,6 +280,7 @@ class MultiTaskBatchSampler:
                 "temperature": self.temperature, "examples_cap": self.examples_cap,
                 "shuffle": self.shuffle, "drop_last": self.drop_last,
                 "group_by_length": self.group_by_length, "megabatch_mult": self.megabatch_mult,
+                "grouped_tasks": sorted(self._lengths),
                 "main_task": self.main_task, "main_ratio": self.main_ratio,
                 "anneal_end": self.anneal_end, "anneal_steps": self.anneal_steps}
 
@@ -295,8 +297,10 @@ class MultiTaskBatchSampler:
         """
         # States saved before the main_ratio and annealed strategies existed hold none of their
         # keys: their values were these defaults.
+        # States saved before grouping was chosen per task grouped every task or none.
+        grouped = sorted(self.tasks) if state.get("group_by_length") else []
         state = {"main_task": None, "main_ratio": 1.0, "anneal_end": 0.2, "anneal_steps": None,
-                 **state}
+                 "grouped_tasks": grouped, **state}
         missing = [k for k in ("epoch", "position", *self._config()) if k not in state]
         if missing:
             raise ValueError(f"sampler state is missing keys {missing}")

@@ -197,13 +197,13 @@ class AlternatingStep(StepMode):
     def __init__(self, spec: Spec, sizes: Mapping[str, int], lengths: Mapping[str, Any],
                  num_replicas: int = 1, rank: int = 0):
         super().__init__(spec, sizes, lengths, num_replicas, rank)
-        t = spec.train
+        t, grouped = spec.train, grouped_lengths(spec, lengths)
         self.sampler = MultiTaskBatchSampler(
             list(sizes.items()), {name: spec.batch_size(spec.task(name)) for name in sizes},
             strategy=t.sampler, temperature=t.temperature, examples_cap=t.examples_cap,
             main_task=t.main_task, main_ratio=t.main_ratio, anneal_end=t.anneal_end,
-            seed=spec.seed, num_replicas=num_replicas, rank=rank, lengths=lengths,
-            group_by_length=t.group_by_length)
+            seed=spec.seed, num_replicas=num_replicas, rank=rank,
+            lengths=grouped, group_by_length=bool(grouped))
 
     def epoch_steps(self) -> int:
         return max(1, len(self.sampler) // self.accum)
@@ -254,7 +254,13 @@ def task_samplers(spec: Spec, sizes: Mapping[str, int], lengths: Mapping[str, An
         [(name, n)], spec.batch_size(spec.task(name)),
         seed=int(np.random.SeedSequence([spec.seed, i]).generate_state(1)[0]),
         num_replicas=num_replicas, rank=rank, lengths={name: lengths[name]},
-        group_by_length=spec.train.group_by_length) for i, (name, n) in enumerate(sizes.items())}
+        group_by_length=spec.group_by_length(spec.task(name)))
+        for i, (name, n) in enumerate(sizes.items())}
+
+
+def grouped_lengths(spec: Spec, lengths: Mapping[str, Any]) -> dict[str, Any]:
+    """The lengths of the tasks whose batches are grouped by length (Spec.group_by_length)."""
+    return {name: lens for name, lens in lengths.items() if spec.group_by_length(spec.task(name))}
 
 
 class JointPasses:

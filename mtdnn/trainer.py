@@ -276,7 +276,8 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         f"examples, {total_steps} steps ({steps_per_epoch}/epoch), {accelerator.num_processes} "
         f"process(es) on {accelerator.device}, mixed precision: {accelerator.mixed_precision}; "
         f"{t.step_mode} steps, sampler {t.sampler}, loss weighting {t.loss_weighting}, gradient "
-        f"surgery {t.gradient_surgery}, {t.sharing} sharing")
+        f"surgery {t.gradient_surgery}, {t.sharing} sharing; batches grouped by length: "
+        f"{', '.join(n for n in trainable if spec.group_by_length(spec.task(n))) or 'none'}")
     if mode.describe():
         accelerator.print(f"mtdnn: {mode.describe()}")
     accelerator.print(f"mtdnn: {cut_line}")

@@ -179,6 +179,31 @@ def test_task_samplers_shuffle_each_task_on_its_own_and_resume(tiny_glue_spec):
     assert [b.indices for b in resumed] == [b.indices for b in it]
 
 
+def test_length_grouping_is_chosen_per_task(tiny_glue_spec, monkeypatch):
+    """A task's own group_by_length wins; unset, train.group_by_length decides for the task types
+    that group by default; both step modes build their samplers from that choice."""
+    from mtdnn.steps import AlternatingStep
+    from mtdnn.tasks import task_type
+
+    sizes, lengths = {"rte": 10, "stsb": 10}, {"rte": list(range(10)), "stsb": [5] * 10}
+
+    def grouped(*overrides: str) -> tuple[list[str], dict[str, bool]]:
+        spec = load_spec(tiny_glue_spec(tasks="[rte, stsb]"), ["train.batch_size=4", *overrides])
+        alternating = AlternatingStep(spec, sizes, lengths).sampler.state_dict()["grouped_tasks"]
+        joint = {n: s.group_by_length for n, s in task_samplers(spec, sizes, lengths).items()}
+        assert joint == {n: n in alternating for n in sizes}
+        return alternating, joint
+
+    assert grouped()[0] == ["rte", "stsb"]
+    assert grouped("tasks.stsb.group_by_length=false")[0] == ["rte"]
+    assert grouped("train.group_by_length=false")[0] == []
+    assert grouped("train.group_by_length=false", "tasks.rte.group_by_length=true")[0] == ["rte"]
+    regression = type(task_type("regression"))
+    monkeypatch.setattr(regression, "groups_by_length", False)
+    assert grouped()[0] == ["rte"]
+    assert grouped("tasks.stsb.group_by_length=true")[0] == ["rte", "stsb"]
+
+
 # --- end to end, through the command line ---------------------------------------------------------
 
 
@@ -204,6 +229,17 @@ def test_joint_dwa_run_logs_the_formula_weights(tiny_glue_spec, tmp_path: Path):
     assert weights(log[5]) == weights(log[4])
     assert sum(weights(log[5])) == pytest.approx(3.0, rel=1e-6)
     assert weights(log[4]) != pytest.approx([1.0, 1.0, 1.0], abs=1e-4)
+
+
+def test_a_run_says_which_tasks_it_groups_and_saves_it_with_the_sampler(
+        tiny_glue_spec, tmp_path: Path, capsys: pytest.CaptureFixture):
+    spec = load_spec(tiny_glue_spec(tasks="[rte, stsb]"), [
+        "tasks.stsb.group_by_length=false", "train.max_steps=4", f"output_dir={tmp_path / 'g'}"])
+    train(spec, progress=False, stop_after=2)
+    assert "batches grouped by length: rte\n" in capsys.readouterr().out
+    checkpoint = latest_checkpoint(tmp_path / "g")
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["step_state"]["sampler"]["grouped_tasks"] == ["rte"]
 
 
 def test_joint_gradnorm_cagrad_run_keeps_the_weights_summing_to_k(tiny_glue_spec, tmp_path: Path):

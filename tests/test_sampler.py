@@ -292,6 +292,37 @@ def test_group_by_length_keeps_schedule_and_reduces_padding(strategy, replicas):
     assert after < 0.5 * before
 
 
+def test_grouping_some_tasks_only_is_part_of_the_resumable_plan():
+    """Tasks left out of `lengths` keep random batches; which tasks are grouped is part of the
+    plan a saved state must match, and a state saved before per-task grouping (no
+    `grouped_tasks` key) meant every task or none."""
+    sizes = {"a": 400, "b": 400}
+    rng = np.random.default_rng(1)
+    lengths = {k: rng.integers(5, 200, size=n) for k, n in sizes.items()}
+    plain = by_task(list(MultiTaskBatchSampler(sizes, 8, seed=2)))
+    only_a = MultiTaskBatchSampler(sizes, 8, seed=2, lengths={"a": lengths["a"]},
+                                   group_by_length=True)
+    mixed = by_task(list(only_a))
+    assert mixed["b"] == plain["b"]  # b: exactly the ungrouped batches
+    assert mixed["a"] != plain["a"]
+    spread = {k: np.mean([np.ptp(lengths["a"][idx]) for idx in v["a"]])
+              for k, v in (("plain", plain), ("mixed", mixed))}
+    assert spread["mixed"] < 0.5 * spread["plain"]
+    state = json.loads(json.dumps(only_a.state_dict()))
+    assert state["grouped_tasks"] == ["a"]
+    both = MultiTaskBatchSampler(sizes, 8, seed=2, lengths=lengths, group_by_length=True)
+    with pytest.raises(ValueError, match=r"cannot resume.*grouped_tasks=\['a'\] but this "
+                                         r"sampler has grouped_tasks=\['a', 'b'\]"):
+        both.load_state_dict(state)
+    old = {k: v for k, v in both.state_dict().items() if k != "grouped_tasks"}
+    both.load_state_dict(old)  # grouped every task: matches
+    with pytest.raises(ValueError, match="grouped_tasks"):
+        only_a.load_state_dict(old)
+    old_plain = {k: v for k, v in MultiTaskBatchSampler(sizes, 8, seed=2).state_dict().items()
+                 if k != "grouped_tasks"}
+    MultiTaskBatchSampler(sizes, 8, seed=2).load_state_dict(old_plain)
+
+
 def test_per_task_batch_sizes():
     s = MultiTaskBatchSampler({"pairs": 50, "groups": 10}, {"pairs": 8, "groups": 3}, seed=3)
     batches = list(s)

@@ -91,6 +91,9 @@ class TaskSpec:
     # all their candidates. null: every row.
     max_train_examples: int | None = None
     max_eval_examples: int | None = None  # likewise for the dev and test rows
+    # Length-grouped training batches for this task (less padding, same examples); null: on when
+    # train.group_by_length is and the task type groups by default (Spec.group_by_length).
+    group_by_length: bool | None = None
     # Hierarchical heads: the head reads the first token of this encoder layer (1 = the lowest,
     # negative counts from the top, null = the last), e.g. a low-level task on a lower layer.
     layer: int | None = None
@@ -268,6 +271,13 @@ class Spec:
         if task.batch_size is not None:
             return task.batch_size
         return task_type(task.type).batch_size(task, self.train.batch_size)
+
+    def group_by_length(self, task: TaskSpec) -> bool:
+        """Whether the task's training batches are grouped by length: the task's own setting, else
+        train.group_by_length where the task type groups by default (TaskType.groups_by_length)."""
+        if task.group_by_length is not None:
+            return task.group_by_length
+        return self.train.group_by_length and task_type(task.type).groups_by_length
 
     def task(self, name: str) -> TaskSpec:
         for t in self.tasks:

@@ -39,6 +39,8 @@ class TaskType:
     file_formats: ClassVar[tuple[str, ...]] = ()
     # the head has a dense layer that may start from the encoder's pooler (TaskSpec.head_init)
     dense_head: ClassVar[bool] = True
+    # training batches are grouped by length unless the spec says otherwise (Spec.group_by_length)
+    groups_by_length: ClassVar[bool] = True
 
     # ---- spec ----------------------------------------------------------------------------------
 
