@@ -28,12 +28,9 @@ mtdnn vs the HF Trainer), training and wall time, and a figure of the per-task t
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import math
 import shutil
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -42,24 +39,17 @@ import bench_common as bc  # noqa: E402
 import bench_quality_setup as bqs  # noqa: E402
 import bench_results as br  # noqa: E402
 
-METHODS = {
-    "hf-single": "transformers.Trainer (AutoModelForSequenceClassification), one task at a time, "
-                 "dynamic padding + group_by_length",
-    "mtdnn-single": "mtdnn train, one task at a time",
-    "mtdnn-multi": "mtdnn train, all tasks together, proportional sampler (the same examples per "
-                   "task as single)",
-    "mtdnn-multi+ft": "mtdnn-multi's final checkpoint fine-tuned per task "
-                      "(mtdnn.finetune.finetune_spec)",
-}
-# Paired differences reported below the methods: (minuend, subtrahend), where both ran.
-DIFFERENCES = [("mtdnn-multi", "mtdnn-single"), ("mtdnn-multi+ft", "mtdnn-single"),
-               ("mtdnn-multi+ft", "mtdnn-multi"), ("mtdnn-single", "hf-single")]
-COLORS = {"hf-single": "#6699cc", "mtdnn-single": "#999999", "mtdnn-multi": "#cc6633",
-          "mtdnn-multi+ft": "#339966"}
+# hf_train_task, mtdnn_train and quality_table are re-exported (`x as x`): probe_hf_gap.py,
+# study_quality.py and tests/test_bench_scripts.py reach them through this module.
+from quality_children import LOG_EVERY, child  # noqa: E402
+from quality_children import hf_train_task as hf_train_task  # noqa: E402
+from quality_children import mtdnn_train as mtdnn_train  # noqa: E402
+from quality_report import DIFFERENCES, METHODS, method_times, plot_losses, report  # noqa: E402
+from quality_report import quality_table as quality_table  # noqa: E402
+
 # --quick fits ~30 minutes on the 2-core development machine (see the printed estimate).
 PRESETS = {"full": {"seeds": [1, 2, 3], "max_train": 0, "epochs": 3.0, "ft_epochs": 1.0},
            "quick": {"seeds": [1, 2], "max_train": 600, "epochs": 2.0, "ft_epochs": 1.0}}
-LOG_EVERY = 5  # steps per loss record of a one-task run; a K-task run logs every K * LOG_EVERY
 
 
 def slug(method: str) -> str:
@@ -68,136 +58,6 @@ def slug(method: str) -> str:
 
 def unit_key(method: str, seed: int) -> str:
     return f"{slug(method)}/seed{seed}"
-
-
-# ---------------------------------------------------------------------------------------------
-# The children: one (method, seed) each; one training run per task, or one for all tasks
-
-
-def hf_train_task(spec: Any, task: Any, run_dir: Path, epochs: float,
-                  sampling: str = "group_by_length", reinit_pooler: bool = False) -> dict[str, Any]:
-    """One task with the HF Trainer, the spec's optimizer settings, scored on the spec's dev rows
-    with mtdnn's metric functions. `sampling` is the Trainer's train_sampling_strategy;
-    `reinit_pooler` re-initialises the pretrained pooler as mtdnn initialises its head's dense
-    layer (normal, std 0.02; zero bias). Both are for scripts/probe_hf_gap.py."""
-    import numpy as np
-    from bench_throughput import hf_dataset
-    from transformers import (
-        AutoModelForSequenceClassification,
-        AutoTokenizer,
-        DataCollatorWithPadding,
-        Trainer,
-        TrainingArguments,
-    )
-
-    from mtdnn.data import read_split
-    from mtdnn.metrics import DEFAULT_METRICS, compute_metrics
-    from mtdnn.model import resolve_encoder
-
-    t = spec.train
-    path = resolve_encoder(spec.encoder)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    train_rows, dev_rows = read_split(spec, task, "train"), read_split(spec, task, "dev")
-    train_ds = hf_dataset(train_rows, tokenizer, spec.max_seq_length, False)
-    dev_ds = hf_dataset(dev_rows, tokenizer, spec.max_seq_length, False)
-    # mtdnn's schedule: ceil(epochs * batches per epoch) steps, int(warmup_ratio * steps) warmup.
-    steps = math.ceil(epochs * bqs.batches(len(train_rows), t.batch_size))
-    # num_labels=1 makes the model a regressor (MSE), as run_glue does for STS-B.
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
-    if reinit_pooler:
-        import torch
-
-        pooler = model.base_model.pooler.dense
-        with torch.no_grad():
-            torch.manual_seed(spec.seed)
-            pooler.weight.normal_(0.0, 0.02)
-            pooler.bias.zero_()
-    args = TrainingArguments(
-        output_dir=str(run_dir), seed=spec.seed, per_device_train_batch_size=t.batch_size,
-        per_device_eval_batch_size=t.eval_batch_size, learning_rate=t.learning_rate,
-        weight_decay=t.weight_decay, adam_beta1=t.adam_betas[0], adam_beta2=t.adam_betas[1],
-        adam_epsilon=t.adam_epsilon, max_grad_norm=t.max_grad_norm or 0.0,
-        lr_scheduler_type=t.scheduler, warmup_steps=int(t.warmup_ratio * steps), max_steps=steps,
-        use_cpu=True, disable_tqdm=True, save_strategy="no", eval_strategy="no",
-        logging_strategy="steps", logging_steps=LOG_EVERY, report_to="none",
-        train_sampling_strategy=sampling)
-    trainer = Trainer(model=model, args=args, train_dataset=train_ds, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer))
-    train_s = trainer.train().metrics["train_runtime"]
-    started = time.perf_counter()
-    logits = np.asarray(bc.hf_predict_in_order(trainer, dev_ds).predictions)
-    eval_s = time.perf_counter() - started
-    preds = logits.argmax(-1) if task.type == "classification" else logits.reshape(-1)
-    metrics = compute_metrics(list(task.metrics or DEFAULT_METRICS[task.type]), preds,
-                              dev_rows.labels)
-    # HF's "epoch" counts from 0 at the start, as mtdnn's does.
-    loss = [[r["epoch"], r["loss"]] for r in trainer.state.log_history if "loss" in r]
-    del trainer, model
-    gc.collect()
-    return {"metrics": {task.name: metrics}, "train_s": train_s, "eval_s": eval_s,
-            "steps": steps, "loss": {task.name: loss}, "predictions": preds.tolist(),
-            "examples": int(epochs * len(train_rows))}
-
-
-def mtdnn_train(spec: Any, keep_checkpoint: bool) -> dict[str, Any]:
-    """One mtdnn run; the loss curves and loop time come from its train_log.jsonl."""
-    from mtdnn.trainer import train
-
-    result = train(spec, progress=False)
-    records = br.read_train_log(Path(spec.output_dir) / "train_log.jsonl")
-    if not keep_checkpoint:
-        shutil.rmtree(Path(spec.output_dir) / "best", ignore_errors=True)
-    return {"metrics": {k: v["dev"] for k, v in result.metrics.items()},
-            "train_s": br.loop_seconds(records),
-            "steps": max((r["step"] for r in records), default=0),
-            "loss": br.loss_curves(records)}
-
-
-def child(config_path: str, result_path: str) -> None:
-    bc.child_env()
-    cfg = json.loads(Path(config_path).read_text(encoding="utf-8"))
-    method, tasks, run_dir = cfg["method"], cfg["tasks"], Path(cfg["run_dir"])
-    store = br.ResultStore(cfg["partial_dir"])  # per-task results: an interrupted unit resumes
-    train_over = [f"train.epochs={cfg['epochs']}"]
-    runs: list[dict[str, Any]] = []
-    if method == "mtdnn-multi":
-        spec = bc.glue_spec(tasks, cfg["overrides"] + train_over + [
-            f"output_dir={run_dir}", f"train.log_every={LOG_EVERY * len(tasks)}"])
-        started = time.perf_counter()
-        runs.append({"tasks": tasks, **mtdnn_train(spec, keep_checkpoint=True),
-                     "wall_s": time.perf_counter() - started})
-    else:
-        for name in tasks:
-            done = store.get(name)
-            if done is not None and done.get("settings") == cfg["settings"]:
-                runs.append(done)
-                continue
-            started = time.perf_counter()
-            task_dir = run_dir / name
-            if method == "hf-single":
-                spec = bc.glue_spec([name], cfg["overrides"])
-                run = hf_train_task(spec, spec.tasks[0], task_dir, cfg["epochs"])
-                shutil.rmtree(task_dir, ignore_errors=True)  # the Trainer's output: nothing kept
-            elif method == "mtdnn-single":
-                spec = bc.glue_spec([name], cfg["overrides"] + train_over +
-                                    [f"output_dir={task_dir}"])
-                run = mtdnn_train(spec, cfg["keep_checkpoints"])
-            else:  # mtdnn-multi+ft
-                from mtdnn.finetune import finetune_spec
-
-                spec = finetune_spec(cfg["multi_best"], name, cfg["ft_overrides"],
-                                     output_dir=str(task_dir))
-                run = mtdnn_train(spec, cfg["keep_checkpoints"])
-            run = {"tasks": [name], **run, "wall_s": time.perf_counter() - started,
-                   "settings": cfg["settings"]}
-            store.put(name, run)
-            runs.append(run)
-    metrics = {task: m for run in runs for task, m in run["metrics"].items()}
-    result = {"method": method, "seed": cfg["seed"], "settings": cfg["settings"],
-              "metrics": metrics,
-              "train_s": sum(r["train_s"] or 0.0 for r in runs), "runs": runs,
-              "peak_rss_mb": bc.peak_rss_mb()}
-    Path(result_path).write_text(json.dumps(result), encoding="utf-8")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,115 +74,6 @@ def estimate_unit(method: str, sizes: bqs.Sizes, epochs: float, ft_epochs: float
         train *= bqs.HF_TRAINER_SLOWDOWN
     return (bqs.OVERHEAD_CHILD_S + runs * bqs.OVERHEAD_RUN_S + train
             + sum(sizes.dev_tokens.values()) / bqs.RATE_EVAL_TOKENS_S)
-
-
-# ---------------------------------------------------------------------------------------------
-# Aggregation and report (pure: tested on crafted numbers in tests/test_bench_scripts.py)
-
-
-def quality_table(values: dict[str, dict[int, dict[str, float]]], methods: list[str],
-                  tasks: list[str], times: dict[str, dict[str, list[float]]]) -> str:
-    """Methods as rows, task metrics as columns (x100, mean ± std over seeds), then one row per
-    paired difference of DIFFERENCES whose two methods both ran."""
-    columns = [f"{t}/{m}" for t, m in br.metric_columns(tasks)] + ["mean"]
-    header = ["method", "seeds"] + [f"{t} {br.METRIC_SHORT.get(m, m)}"
-                                    for t, m in br.metric_columns(tasks)] + \
-        ["mean", "train s", "wall s"]
-    rows = []
-    for method in methods:
-        per_seed = values.get(method, {})
-        t = times.get(method, {})
-        rows.append([method, len(per_seed)] +
-                    [br.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns] +
-                    [br.fmt_mean_std(t.get("train_s", []), 1.0, 0),
-                     br.fmt_mean_std(t.get("wall_s", []), 1.0, 0)])
-    for a, b in DIFFERENCES:
-        if a in methods and b in methods:
-            diff = br.paired_differences(values, a, b)
-            rows.append([f"Δ {a} − {b}", len(diff)] +
-                        [br.fmt_mean_std([v[c] for v in diff.values()], signed=True)
-                         for c in columns] + ["", ""])
-    return bc.markdown_table(header, rows)
-
-
-def method_times(results: dict[tuple[str, int], dict[str, Any]]) -> dict[str, dict[str, list]]:
-    out: dict[str, dict[str, list]] = {}
-    for (method, _), r in sorted(results.items()):
-        t = out.setdefault(method, {"train_s": [], "wall_s": [], "peak_rss_mb": []})
-        t["train_s"].append(r["train_s"])
-        t["wall_s"].append(r.get("child_wall_s", 0.0))
-        t["peak_rss_mb"].append(r.get("peak_rss_mb", 0.0))
-    return out
-
-
-def report(values: dict[str, dict[int, dict[str, float]]], times: dict[str, dict[str, list]],
-           info: dict[str, Any]) -> str:
-    a = info["args"]
-    methods, tasks = a["methods"], a["tasks"]
-    rows = ", ".join(f"{t} ({info['train_rows'][t]:,} / {info['dev_rows'][t]:,})" for t in tasks)
-    budget = sum(info["train_rows"].values()) * a["epochs"]
-    legend = "\n".join(f"- `{m}`: {METHODS[m]}; peak RSS "
-                       f"{br.fmt_mean_std(times.get(m, {}).get('peak_rss_mb', []), 1.0, 0)} MiB"
-                       for m in methods)
-    plot = (f"\n![training loss per task, seed {info['plot_seed']}]({info['plot']})\n"
-            if info.get("plot") else "")
-    return (
-        f"### Quality: single-task vs multi-task vs multi-task + fine-tuning "
-        f"({len(a['seeds'])} seed(s))\n\n"
-        f"Command: `{info['command']}`\n\n"
-        f"Machine: {bc.machine_line(info['machine'])}.\n\n"
-        f"Encoder {a['encoder']}; tasks (training rows / dev rows): {rows}. "
-        f"Learning rate {a['lr']:g}, batch {a['batch_size']}, {a['epochs']:g} epoch(s), linear "
-        f"schedule with warmup ratio {a['warmup_ratio']:g}, weight decay {a['weight_decay']:g}, "
-        f"max_seq_length {a['max_seq_length']}, fp32; seeds {', '.join(map(str, a['seeds']))}.\n"
-        f"Budget: every method except +ft trains {budget:,.0f} examples per seed ({a['epochs']:g} "
-        f"passes over each task's rows, in one run or in one run per task); mtdnn-multi+ft adds "
-        f"{a['ft_epochs']:g} epoch(s) per task at learning rate {a['ft_lr']:g} "
-        f"({sum(info['train_rows'].values()) * a['ft_epochs']:,.0f} examples more). Each run is "
-        "evaluated once, after its last step: the kept checkpoint is the final model.\n\n"
-        f"{legend}\n\n"
-        f"{quality_table(values, methods, tasks, times)}\n\n"
-        "Dev metrics x100 (mtdnn.metrics on the full dev sets), mean ± sample std over seeds; "
-        "`mean`: the mean over tasks of each task's main metric (glue.yaml's first: MRPC "
-        "accuracy), mtdnn's selection score. Δ rows: mean ± std of the per-seed paired "
-        "differences. `train s`: training loops only (sum over a method's runs); `wall s`: the "
-        "whole child process (model loads, tokenization, evaluation). Per-seed values: "
-        f"{info['summary']}.\n{plot}")
-
-
-def plot_losses(results: dict[tuple[str, int], dict[str, Any]], methods: list[str],
-                tasks: list[str], seed: int, epochs: float, path: Path) -> None:
-    """One panel per task: the training loss of every method (seed `seed`) against epochs of that
-    task's data; mtdnn-multi+ft continues from mtdnn-multi's last epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on benchmark machines
-    import matplotlib.pyplot as plt
-
-    cols = 2 if len(tasks) > 1 else 1
-    nrows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 3.6 * nrows), squeeze=False)
-    for ax, task in zip(axes.flat, tasks):
-        for method in methods:
-            r = results.get((method, seed))
-            if r is None:
-                continue
-            offset = epochs if method == "mtdnn-multi+ft" else 0.0
-            points = [p for run in r["runs"] for p in run["loss"].get(task, [])]
-            if points:
-                ax.plot([p[0] + offset for p in points], [p[1] for p in points], label=method,
-                        color=COLORS.get(method), linewidth=1.2, marker=".", markersize=3)
-        ax.set_title(task)
-        ax.set_xlabel("epochs of the task's training rows")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle(f"training loss per task (seed {seed}; mean over each log interval)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,12 +27,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,125 +39,22 @@ import bench_meter as bm  # noqa: E402
 import bench_quality_setup as bqs  # noqa: E402
 import bench_results as br  # noqa: E402
 
+# _flow and strategy_tables are re-exported (`x as x`): tests/test_bench_scripts.py reaches them
+# through this module.
+from strategies_overrides import (  # noqa: E402
+    BASELINE,
+    COST,
+    STRATEGIES,
+    Budget,
+    budget_overrides,
+    strategy_overrides,
+)
+from strategies_overrides import _flow as _flow  # noqa: E402
+from strategies_report import report, short_error  # noqa: E402
+from strategies_report import strategy_tables as strategy_tables  # noqa: E402
+
 PRESETS = {"full": {"seeds": [1], "max_train": 0, "epochs": 3.0},
            "quick": {"seeds": [1], "max_train": 1000, "epochs": 2.0}}
-BASELINE = "alternating"
-
-
-@dataclass(frozen=True)
-class Budget:
-    """The training budget of every strategy, from the tasks' batches per pass."""
-
-    tasks: tuple[str, ...]
-    batches: dict[str, int]  # batches of one pass over each task's training rows
-    epochs: float
-
-    @property
-    def alternating_steps(self) -> int:
-        """B: alternating optimizer steps, one batch each."""
-        return math.ceil(self.epochs * sum(self.batches.values()))
-
-    @property
-    def joint_steps(self) -> int:
-        """Joint optimizer steps (K batches each) that process about B batches."""
-        return math.ceil(self.epochs * math.ceil(sum(self.batches.values()) / len(self.tasks)))
-
-    @property
-    def main_task(self) -> str:
-        return "rte" if "rte" in self.tasks else self.tasks[0]
-
-    @property
-    def low_task(self) -> str:
-        """The hierarchical strategy's task on a lower layer: CoLA (syntax), else the last."""
-        return "cola" if "cola" in self.tasks else self.tasks[-1]
-
-    @property
-    def dwa_period(self) -> int:
-        """About ten loss-averaging periods over the run (DWA's default, one epoch, gives a
-        one-epoch run no period to compare)."""
-        return max(1, self.alternating_steps // 10)
-
-    def groups(self) -> dict[str, str]:
-        """Soft sharing in two groups: the sentence-pair inference tasks and the others."""
-        return {t: "nli" if t in ("rte", "mrpc", "mnli", "qnli", "wnli") else "sim"
-                for t in self.tasks}
-
-    def stages(self) -> list[dict[str, Any]]:
-        """Two stages (STS-B and MRPC first, then the rest), splitting the B steps in proportion
-        to the batches of one pass over the tasks each stage trains (stage 2 trains all)."""
-        first = [t for t in ("stsb", "mrpc") if t in self.tasks] or list(self.tasks[:1])
-        rest = [t for t in self.tasks if t not in first]
-        if not rest:
-            return [{"tasks": first, "max_steps": self.alternating_steps}]
-        one = sum(self.batches[t] for t in first)
-        both = sum(self.batches.values())
-        steps1 = max(1, round(self.alternating_steps * one / (one + both)))
-        return [{"tasks": first, "max_steps": steps1},
-                {"tasks": rest, "max_steps": max(1, self.alternating_steps - steps1)}]
-
-
-def _flow(value: Any) -> str:
-    """A value as one line of YAML flow style (overrides are parsed as YAML)."""
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_flow(v) for v in value) + "]"
-    return str(value)
-
-
-# name -> (what it is, its overrides given the budget). The order is the run and table order.
-STRATEGIES: dict[str, tuple[str, Callable[[Budget], list[str]]]] = {
-    "alternating": ("one task per step, proportional sampler (MT-DNN); the baseline",
-                    lambda b: []),
-    "joint": ("one batch of every task per step, losses summed",
-              lambda b: ["train.step_mode=joint"]),
-    "uncertainty": ("learned loss weights exp(-s_i) L_i + s_i (Kendall et al. 2018)",
-                    lambda b: ["train.loss_weighting=uncertainty", "train.weighting_lr=1e-2"]),
-    "dwa": ("dynamic weight average over loss ratios (Liu et al. 2019)",
-            lambda b: ["train.loss_weighting=dwa", f"train.dwa_period={b.dwa_period}"]),
-    "gradnorm": ("joint; weights that balance gradient norms (Chen et al. 2018)",
-                 lambda b: ["train.step_mode=joint", "train.loss_weighting=gradnorm",
-                            "train.weighting_lr=1e-2"]),
-    "pcgrad": ("joint; conflicting gradients projected (Yu et al. 2020)",
-               lambda b: ["train.step_mode=joint", "train.gradient_surgery=pcgrad"]),
-    "cagrad": ("joint; conflict-averse gradient, c = 0.5 (Liu et al. 2021)",
-               lambda b: ["train.step_mode=joint", "train.gradient_surgery=cagrad"]),
-    "main_ratio": ("every main-task batch plus as many auxiliary ones (MT-DNN --ratio)",
-                   lambda b: ["train.sampler=main_ratio", f"train.main_task={b.main_task}",
-                              "train.main_ratio=1.0"]),
-    "annealed": ("sampling p_i ~ n_i^a, a from 1 down to 0.2 (Stickland and Murray 2019)",
-                 lambda b: ["train.sampler=annealed"]),
-    "soft": ("soft sharing: one encoder copy per task, pulled together by an L2 penalty",
-             lambda b: ["train.sharing=soft"]),
-    "soft_groups": ("soft sharing in two groups: pair inference tasks / the others",
-                    lambda b: ["train.sharing=soft"] + [f"tasks.{t}.encoder_group={g}"
-                                                        for t, g in b.groups().items()]),
-    "hierarchical": ("a low-level task's head on encoder layer 3 of 6, the others on the last",
-                     lambda b: [f"tasks.{b.low_task}.layer=3"]),
-    "task_embedding": ("a learned vector per task added to the input embeddings (ERNIE 2.0)",
-                       lambda b: ["task_embedding=true"]),
-    "continual": ("two stages: STS-B + MRPC, then all tasks (ERNIE 2.0 continual training)",
-                  lambda b: [f"stages={_flow(b.stages())}"]),
-}
-# Rough cost per batch relative to alternating, for the duration estimate only.
-COST = {"gradnorm": 1.2, "pcgrad": 1.2, "cagrad": 1.2, "soft": 1.15, "soft_groups": 1.1}
-
-
-def is_joint(overrides: list[str]) -> bool:
-    return "train.step_mode=joint" in overrides
-
-
-def strategy_overrides(name: str, budget: Budget) -> list[str]:
-    """The strategy's own overrides (as listed in the report)."""
-    return STRATEGIES[name][1](budget)
-
-
-def budget_overrides(own: list[str], budget: Budget) -> list[str]:
-    """The step count that gives a strategy the common budget (see the module docstring)."""
-    if any(o.startswith("stages=") for o in own):
-        return [f"train.epochs={budget.epochs}"]  # the stages carry their own max_steps
-    steps = budget.joint_steps if is_joint(own) else budget.alternating_steps
-    return [f"train.epochs={budget.epochs}", f"train.max_steps={steps}"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -208,93 +102,6 @@ def child(config_path: str, result_path: str) -> None:
         for best in out.rglob("best"):
             shutil.rmtree(best, ignore_errors=True)
     Path(result_path).write_text(json.dumps(result), encoding="utf-8")
-
-
-# ---------------------------------------------------------------------------------------------
-# Report (pure: tested on crafted numbers in tests/test_bench_scripts.py)
-
-
-def short_error(text: str, limit: int = 140) -> str:
-    """One line of an error for a table cell."""
-    line = " ".join(text.split()).replace("|", "/")
-    return line if len(line) <= limit else line[:limit - 3] + "..."
-
-
-def cost_columns(results: list[dict[str, Any]]) -> list[str]:
-    """s/step, batches/step, s per 1k training examples, examples trained, peak RSS: means over
-    the seeds' runs."""
-    def mean(key: str) -> float | None:
-        values = [r[key] for r in results if r.get(key) is not None]
-        return sum(values) / len(values) if values else None
-
-    steps, rows, seconds = mean("steps"), mean("train_rows"), mean("train_s")
-    batches = mean("train_batches")
-    if not steps or not rows or seconds is None:
-        return ["-"] * 5
-    return [f"{seconds / steps:.3f}", f"{batches / steps:.2f}" if batches else "-",
-            f"{1000 * seconds / rows:.1f}", f"{rows:,.0f}", f"{mean('peak_rss_mb'):,.0f}"]
-
-
-def strategy_tables(results: dict[tuple[str, int], dict[str, Any]], strategies: list[str],
-                    tasks: list[str]) -> str:
-    """The dev metrics and costs of each strategy (x100, mean ± std over seeds), then each
-    strategy's paired per-seed difference to the baseline, per task."""
-    ok = {k: r for k, r in results.items() if r.get("status") == "ok"}
-    values = br.seed_values(ok, tasks)
-    columns = [f"{t}/{m}" for t, m in br.metric_columns(tasks)] + ["mean"]
-    names = [f"{t} {br.METRIC_SHORT.get(m, m)}" for t, m in br.metric_columns(tasks)]
-    rows, diff_rows = [], []
-    for name in strategies:
-        mine = [r for (s, _), r in sorted(results.items()) if s == name]
-        per_seed = values.get(name, {})
-        diff = br.paired_differences(values, name, BASELINE)
-        failed = [r for r in mine if r.get("status") != "ok"]
-        status = "not run" if not mine else "ok" if not failed else \
-            f"failed: {short_error(failed[0].get('error', '?'))}"
-        cells = [br.fmt_mean_std([v[c] for v in per_seed.values()]) for c in columns]
-        delta = br.fmt_mean_std([v["mean"] for v in diff.values()], signed=True) \
-            if name != BASELINE else ""
-        rows.append([name, len(per_seed), *cells, delta,
-                     *cost_columns([r for r in mine if r.get("status") == "ok"]), status])
-        if name != BASELINE and diff:
-            diff_rows.append([name, len(diff)] + [
-                br.fmt_mean_std([v[c] for v in diff.values()], signed=True) for c in columns])
-    main = bc.markdown_table(["strategy", "seeds", *names, "mean", f"Δ mean vs {BASELINE}",
-                              "s/step", "batches/step", "s/1k examples", "examples trained",
-                              "peak RSS MiB", "status"], rows)
-    diffs = bc.markdown_table([f"Δ vs {BASELINE}", "seeds", *names, "mean"], diff_rows)
-    return f"{main}\n\nPaired per-seed differences to `{BASELINE}`:\n\n{diffs}"
-
-
-def report(results: dict[tuple[str, int], dict[str, Any]], info: dict[str, Any]) -> str:
-    a, budget = info["args"], info["budget"]
-    strategies, tasks = a["strategies"], a["tasks"]
-    rows = ", ".join(f"{t} ({info['train_rows'][t]:,} / {info['dev_rows'][t]:,})" for t in tasks)
-    legend = "\n".join(f"- `{n}`: {STRATEGIES[n][0]}; "
-                       f"`{' '.join(strategy_overrides(n, budget)) or '(none)'}`"
-                       for n in strategies)
-    return (
-        f"### Multi-task strategies vs alternating training ({len(a['seeds'])} seed(s))\n\n"
-        f"Command: `{info['command']}`\n\n"
-        f"Machine: {bc.machine_line(info['machine'])}.\n\n"
-        f"Encoder {a['encoder']}; tasks (training rows / dev rows): {rows}. Learning rate "
-        f"{a['lr']:g}, batch {a['batch_size']}, linear schedule with warmup ratio "
-        f"{a['warmup_ratio']:g}, weight decay {a['weight_decay']:g}, max_seq_length "
-        f"{a['max_seq_length']}, fp32; seeds {', '.join(map(str, a['seeds']))}. Budget: "
-        f"{a['epochs']:g} epoch(s) = {budget.alternating_steps:,} batches: "
-        f"{budget.alternating_steps:,} alternating steps, or {budget.joint_steps:,} joint steps of "
-        f"{len(tasks)} batches; continual: stages of "
-        f"{' + '.join(str(s['max_steps']) for s in budget.stages())} steps. Each run is "
-        "evaluated once, after its last step (the kept checkpoint is the final model).\n\n"
-        f"{legend}\n\n{strategy_tables(results, strategies, tasks)}\n\n"
-        "Dev metrics x100 (mtdnn.metrics, full dev sets), mean ± sample std over seeds; `mean`: "
-        "the mean over tasks of each task's main metric (glue.yaml's first: MRPC accuracy). "
-        "Δ: mean ± std of per-seed paired differences. Costs are measured in each child from "
-        "outside the package: `s/step` and `s/1k examples` over the training loop only (from "
-        "the first training batch to the last optimizer step, evaluations left out), "
-        "`batches/step` the training batches collated per optimizer step, `peak RSS` the "
-        "child's high-water mark (model loads and tokenization included). Per-run numbers: "
-        f"{info['summary']}.\n")
 
 
 # ---------------------------------------------------------------------------------------------
