@@ -134,6 +134,8 @@ def unit_config(args: argparse.Namespace, unit: str, arm: str, n: int, out: Path
         overrides.append("tasks.goemotions.tune_threshold=false")
     if arm == "mtdnn" and not speed and args.mtdnn_random_batches:
         overrides.append("train.group_by_length=false")
+    if arm == "mtdnn" and speed:  # against the Trainer's group_by_length, whatever the default
+        overrides += [f"tasks.{task}.group_by_length=true" for task in u.tasks]
     hf_sampling = "group_by_length" if speed or args.hf_group_by_length else "random"
     settings = {"unit": unit, "arm": arm, "n": n, "spec": DATA[u.data].spec,
                 "tasks": list(u.tasks), "overrides": overrides, "hf_sampling": hf_sampling}

@@ -88,6 +88,11 @@ def test_unit_overrides(tmp_path):
     assert off in tu.unit_config(random, "ner", "mtdnn", 1, tmp_path)["overrides"]
     assert off in tu.unit_config(random, "conll-hier", "mtdnn", 1, tmp_path)["overrides"]
     assert off not in tu.unit_config(random, "tput-ner", "mtdnn", 1, tmp_path)["overrides"]
+    # the speed units time mtdnn's grouped batches against the Trainer's group_by_length,
+    # whatever the task type's default
+    on = "tasks.ner.group_by_length=true"
+    assert on in tu.unit_config(random, "tput-ner", "mtdnn", 1, tmp_path)["overrides"]
+    assert on not in tu.unit_config(random, "ner", "mtdnn", 1, tmp_path)["overrides"]
     assert tu.unit_config(random, "ner", "hf", 1, tmp_path)["settings"] == \
         tu.unit_config(bt.parse_args(["--more-dir", "/data"]), "ner", "hf", 1, tmp_path)["settings"]
 
