@@ -279,6 +279,10 @@ def test_shipped_spec_validates_with_and_without_the_data(more, monkeypatch, cap
     assert {t.name: (t.layer, len(t.labels)) for t in spec.tasks} == \
         {"ner": (None, 9), "pos": (2, 45), "chunk": (4, 21)}
     assert {t.hub.label for t in spec.tasks} == {"ner_tags", "pos_tags", "chunk_tags"}
+    # token classification trains on random batches unless a task or nothing else says so
+    assert [spec.group_by_length(t) for t in spec.tasks] == [False, False, False]
+    grouped = load_spec(path, ["tasks.ner.group_by_length=true"])
+    assert [grouped.group_by_length(t) for t in grouped.tasks] == [True, False, False]
     monkeypatch.setenv("MTDNN_MORE_DIR", str(more))
     assert main(["validate", path]) == 0
     out = capsys.readouterr().out
