@@ -247,7 +247,9 @@ def train(spec: Spec, *, progress: bool = True, resume: bool | str | Path = Fals
         except (KeyError, TypeError, ValueError) as e:  # another run's samplers, or damaged
             raise CheckpointError(resume_from / STATE_FILE, [
                 f"its step state does not fit this run ({type(e).__name__}: {e}): resume with "
-                "the spec it was saved with, or start afresh without --resume"]) from None
+                "the spec it was saved with (grouped_tasks: set tasks.<name>.group_by_length to "
+                "match; token_classification tasks were grouped before 2026-12-02), or start "
+                "afresh without --resume"]) from None
         accelerator.print(f"mtdnn: resumed from {resume_from} at step {state.step}")
     # The input is good: from here on the output directory is written.
     if accelerator.is_main_process:

@@ -42,16 +42,6 @@ def grouping_config(args: Any, unit: str, batches: str, seed: int, out: Path) ->
             "run_dir": str(out / "runs" / f"{unit}-{batches}-seed{seed}")}
 
 
-def mean_std(values: list[float], scale: float = 100.0, digits: int = 1) -> str:
-    """'66.3 ± 1.5' (x scale): mean ± sample std; one value alone; '-' for none."""
-    import statistics
-
-    if not values:
-        return "-"
-    mean = f"{scale * statistics.mean(values):.{digits}f}"
-    return mean if len(values) == 1 else f"{mean} ± {scale * statistics.stdev(values):.{digits}f}"
-
-
 def result_key(unit: str, batches: str, seed: int) -> str:
     return f"{unit}/{batches}/seed{seed}"
 
@@ -62,7 +52,7 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], units: list[str]
     for unit in units:
         arms = {b: {n: r for (u, bb, n), r in results.items() if u == unit and bb == b}
                 for b in BATCHES}
-        secs = {b: mean_std([r["train"]["train_s"] for r in arms[b].values()], 1.0, 0)
+        secs = {b: br.fmt_mean_std([r["train"]["train_s"] for r in arms[b].values()], 1.0, 0)
                 for b in BATCHES}
         for task in UNITS[unit].tasks:
             for metric in REPORTED.get(task, ()):
@@ -71,8 +61,8 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], units: list[str]
                 delta = f"{100 * sum(diffs) / len(diffs):+.1f}" if diffs else "-"
                 lines.append(f"| {unit if len(UNITS[unit].tasks) == 1 else f'{unit}:{task}'} "
                              f"| {SHORT.get(metric, metric)} | {len(diffs)} "
-                             f"| {mean_std(list(values['grouped'].values()))} "
-                             f"| {mean_std(list(values['random'].values()))} | {delta} "
+                             f"| {br.fmt_mean_std(list(values['grouped'].values()))} "
+                             f"| {br.fmt_mean_std(list(values['random'].values()))} | {delta} "
                              f"| {fmt_interval(diffs)} | {secs['grouped']} | {secs['random']} |")
     return "\n".join(lines) + (
         "\n\nDev metrics x100, mean ± sample std over seeds; Δ: mean of the per-seed paired "
@@ -117,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{key}: FAILED\n{e}", flush=True)
             failed.append(key)
             continue
-        store.put(key, {**result, "settings": cfg["settings"]})
+        store.put(key, result)  # the child's result holds its settings
         print(f"{key}: {summary_line(result)}", flush=True)
     results = {r: stored for r in runs if (stored := store.get(result_key(*r))) is not None}
     text = report(results, units)

@@ -209,7 +209,9 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
     questions = max(1, a["batch_size"] // CSQA_CHOICES)
     sampling = ("group_by_length (--hf-group-by-length)" if a["hf_group_by_length"] else
                 "random batches, run_ner/run_qa/run_swag's default (no group_by_length; mtdnn "
-                "groups by length, so the HF arm computes more padding)")
+                "groups by length except for token classification, whose default since "
+                "2026-12-02 is random batches too, so on the other types the HF arm computes "
+                "more padding)")
     if a.get("mtdnn_random_batches"):
         sampling += "; mtdnn with random batches too (--mtdnn-random-batches)"
     arms = "\n".join(f"  - {t}: `{m}` + `{c}` ({s})" for t, (m, c, s) in HF_ARMS.items())

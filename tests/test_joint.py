@@ -240,6 +240,13 @@ def test_a_run_says_which_tasks_it_groups_and_saves_it_with_the_sampler(
     checkpoint = latest_checkpoint(tmp_path / "g")
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["step_state"]["sampler"]["grouped_tasks"] == ["rte"]
+    # resuming with other tasks grouped is a user error that names the setting to change
+    path = tiny_glue_spec(tasks="[rte, stsb]")
+    assert main(["train", str(path), "train.max_steps=4", f"output_dir={tmp_path / 'g'}",
+                 "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "grouped_tasks=['rte'] but this sampler has grouped_tasks=['rte', 'stsb']" in err
+    assert "set tasks.<name>.group_by_length to match" in err
 
 
 def test_joint_gradnorm_cagrad_run_keeps_the_weights_summing_to_k(tiny_glue_spec, tmp_path: Path):
