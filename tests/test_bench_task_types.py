@@ -123,12 +123,22 @@ def test_padded_tokens_by_hand():
     assert tp.padded_tokens([[2, 5], [1, 1]], 2, grouped=False) == 4 * 5  # choices pad together
 
 
-def test_the_hf_arm_is_estimated_with_its_padding():
-    sizes = {"ner": {"padded_grouped": 1000, "padded_random": 2500, "dev_tokens": 360}}
+def test_each_arm_is_estimated_with_its_padding():
+    """mtdnn's grouping per task (a type's default or the spec's setting), the Trainer's random
+    batches: SQuAD is grouped, NER is not unless asked."""
     args = bt.parse_args([])
-    mtdnn, hf = (tp.estimate_run(tu.unit_config(args, "ner", arm, 1, Path("/tmp")), sizes, 2.0)
-                 for arm in ("mtdnn", "hf"))
+
+    def estimates(unit: str, task: str, mtdnn_args=args) -> tuple[float, float]:
+        sizes = {task: {"padded_grouped": 1000, "padded_random": 2500, "dev_tokens": 360}}
+        return tuple(tp.estimate_run(tu.unit_config(a, unit, arm, 1, Path("/tmp")), sizes, 2.0)
+                     for a, arm in ((mtdnn_args, "mtdnn"), (args, "hf")))
+
+    mtdnn, hf = estimates("squad", "squad")
     assert hf - mtdnn == pytest.approx(2 * 1500 / bqs.RATE_TRAIN_TOKENS_S)
+    mtdnn, hf = estimates("ner", "ner")
+    assert hf == mtdnn
+    mtdnn, hf = estimates("ner", "ner", bt.parse_args(["--mtdnn-random-batches"]))
+    assert hf == mtdnn
 
 
 def quality_result(metrics: dict, train_s: float = 10.0) -> dict:
