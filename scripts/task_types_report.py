@@ -272,14 +272,15 @@ def report(results: dict[tuple[str, str, int], dict[str, Any]], info: dict[str, 
             conll_table(by_unit) + "\n"]
     if speed:
         table, ratios = speed_rows(by_unit, speed)
+        over = {"tput-ner": f"the first {a['speed_rows']['conll']:,} CoNLL sentences (NER)",
+                "tput-squad": f"the first {a['speed_rows']['squad']:,} SQuAD questions"}
         optimizers = "; ".join(
             f"{ARM_TITLES[arm]} {', '.join(sorted(names))}" for arm in ARMS
             if (names := {r.get("optimizer") or "?" for u in speed
                           for r in by_unit.get(u, {}).get(arm, {}).values()}))
         text += [
             "#### Training throughput per real token\n",
-            f"One epoch over the first {a['speed_rows']['conll']:,} CoNLL sentences (NER) and "
-            f"the first {a['speed_rows']['squad']:,} SQuAD questions, batch {a['batch_size']}, "
+            f"One epoch over {' and '.join(over[u] for u in speed)}, batch {a['batch_size']}, "
             "the same features in both arms; the HF Trainer with dynamic padding and "
             "group_by_length (its best case), mtdnn with length-grouped batches (set per task, "
             "whatever the type's default); medians over "

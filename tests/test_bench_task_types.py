@@ -221,6 +221,9 @@ def test_report_renders_every_part():
         assert heading in text
     assert "- `ner` (CoNLL-2003 NER): CoNLL-2003 English, train 10 of 14,041 sentences" in text
     assert "random batches, run_ner/run_qa/run_swag's default" in text
+    # the speed part names the data of the units that ran, and only those
+    assert "One epoch over the first 3,200 CoNLL sentences (NER), batch 32," in text
+    assert "SQuAD questions" not in text
 
 
 # ---- smoke: one unit per task type, both arms, in-process on the tiny BERT -----------------------
