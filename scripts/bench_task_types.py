@@ -57,6 +57,7 @@ from task_types_units import (  # noqa: E402
     OPT_IN,
     PARTS,
     UNITS,
+    grouped_tasks,
     unit_config,
     unit_key,
 )
@@ -180,10 +181,12 @@ def main(argv: list[str] | None = None) -> None:
     runs = plan(args)
     configs = {r: unit_config(args, *r, out) for r in runs}
     stale = [unit_key(*r) for r in runs if (s := store.get(unit_key(*r))) is not None
-             and s.get("settings") != configs[r]["settings"]]
+             and (s.get("settings") != configs[r]["settings"]
+                  # results stored before 2026-12-02 evening do not record it
+                  or s.get("grouped", grouped_tasks(configs[r])) != grouped_tasks(configs[r]))]
     if stale:
-        sys.exit(f"{out} holds results made with other settings ({', '.join(stale)}): give "
-                 "another --out, or delete them to run them again")
+        sys.exit(f"{out} holds results made with other settings or another length grouping "
+                 f"({', '.join(stale)}): give another --out, or delete them to run them again")
     print(f"machine: {bc.machine_line(bc.machine_info())}\nout: {out}\nreading and tokenizing "
           "the splits ...", flush=True)
     sizes = {u: plan_sizes(next(c for r, c in configs.items() if r[0] == u))

@@ -14,7 +14,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_quality_setup as bqs  # noqa: E402
-from task_types_units import UNITS, encoder_tokenizer, split_features, unit_spec  # noqa: E402
+from task_types_units import (  # noqa: E402
+    UNITS,
+    encoder_tokenizer,
+    grouped_tasks,
+    split_features,
+    unit_spec,
+)
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, str, int]]:
@@ -79,12 +85,9 @@ def estimate_run(cfg: dict[str, Any], sizes: dict[str, Any], epochs: float) -> f
     the tokens computed per epoch (pads included: the HF arm's random batches pad more), the dev
     tokens, the child's start and the run's setup."""
     speed = UNITS[cfg["unit"]].part == "speed"
-    if cfg["arm"] == "mtdnn":  # per task: its own setting, else the type's default
-        spec = unit_spec(cfg)
-        grouped = {t.name: spec.group_by_length(t) for t in spec.tasks}
-    else:
-        grouped = dict.fromkeys(sizes, cfg["hf_sampling"] == "group_by_length")
-    train = sum(s["padded_grouped" if grouped[t] else "padded_random"] for t, s in sizes.items())
+    grouped = grouped_tasks(cfg)
+    train = sum(s["padded_grouped" if t in grouped else "padded_random"]
+                for t, s in sizes.items())
     dev = sum(s.get("dev_tokens", 0) for s in sizes.values())
     return (bqs.OVERHEAD_CHILD_S + bqs.OVERHEAD_RUN_S
             + (1.0 if speed else epochs) * train / bqs.RATE_TRAIN_TOKENS_S

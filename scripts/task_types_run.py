@@ -160,7 +160,7 @@ def run(cfg: dict[str, Any]) -> dict[str, Any]:
     else:
         result = quality_mtdnn(cfg, spec)
     return {"unit": cfg["unit"], "arm": cfg["arm"], "n": cfg["n"], "settings": cfg["settings"],
-            **result, "peak_rss_mb": bc.peak_rss_mb()}
+            "grouped": tu.grouped_tasks(cfg), **result, "peak_rss_mb": bc.peak_rss_mb()}
 
 
 def child(config_path: str, result_path: str) -> None:

@@ -149,6 +149,16 @@ def unit_spec(cfg: dict[str, Any]) -> Any:
     return load_spec(bc.REPO / "task_specs" / cfg["spec"], cfg["overrides"], tasks=cfg["tasks"])
 
 
+def grouped_tasks(cfg: dict[str, Any]) -> list[str]:
+    """The tasks whose training batches a run groups by length: mtdnn's from its spec (a task's
+    own setting, else the type's default: a code default the overrides do not show), the
+    Trainer's all or none. Stored with each result, so that a change of a default is noticed."""
+    if cfg["arm"] == "mtdnn":
+        spec = unit_spec(cfg)
+        return [t.name for t in spec.tasks if spec.group_by_length(t)]
+    return list(cfg["tasks"]) if cfg["hf_sampling"] == "group_by_length" else []
+
+
 def train_only(spec: Any, output_dir: str | Path) -> Any:
     """The spec mtdnn trains: only the train files, so that `train()` evaluates nothing and keeps
     its final model as best/ (the benchmark scores it, with the code it scores the HF arm with)."""

@@ -148,6 +148,35 @@ def quality_result(metrics: dict, train_s: float = 10.0) -> dict:
             "eval_s": 1.0, "child_wall_s": 20.0}
 
 
+def test_grouped_tasks_read_the_code_defaults_the_overrides_do_not_show(tmp_path):
+    args = bt.parse_args([])
+    grouped = {(unit, arm): tu.grouped_tasks(tu.unit_config(args, unit, arm, 1, tmp_path))
+               for unit in ("ner", "squad", "conll-hier", "tput-ner") for arm in tu.ARMS}
+    assert grouped == {("ner", "mtdnn"): [], ("ner", "hf"): [],  # token classification: random
+                       ("squad", "mtdnn"): ["squad"], ("squad", "hf"): [],
+                       ("conll-hier", "mtdnn"): [], ("conll-hier", "hf"): [],
+                       ("tput-ner", "mtdnn"): ["ner"], ("tput-ner", "hf"): ["ner"]}
+
+
+@pytest.mark.parametrize("stored, refused", [(["ner"], True), ([], False), (None, False)])
+def test_a_stored_result_of_another_grouping_is_refused(more, tmp_path, capsys, stored,
+                                                        refused):
+    """A result stored with the same overrides but another length grouping (a code default
+    changed in between) stops the run; one stored before results recorded it is kept."""
+    argv = ["--quick", "--only", "ner", "--seeds", "1", "--out", str(tmp_path), "--more-dir",
+            str(more), "--dry-run"]
+    cfg = tu.unit_config(bt.parse_args(argv), "ner", "mtdnn", 1, tmp_path)
+    result = {"settings": cfg["settings"], **({} if stored is None else {"grouped": stored})}
+    br.ResultStore(tmp_path / "results").put(tu.unit_key("ner", "mtdnn", 1), result)
+    if refused:
+        with pytest.raises(SystemExit, match="other settings or another length grouping "
+                                             r"\(ner/mtdnn/seed1\)"):
+            bt.main(argv)
+    else:
+        bt.main(argv)
+        assert "ner/mtdnn/seed1" in capsys.readouterr().out
+
+
 def test_quality_table_means_paired_differences_and_interval():
     results = {}
     for seed, (a, b) in enumerate(((0.80, 0.78), (0.82, 0.80), (0.84, 0.79)), start=1):
@@ -325,7 +354,7 @@ def tiny_bert6(tmp_path_factory, tiny_tokenizer) -> str:
 def test_hierarchical_conll_run_scores_the_three_tasks(tiny_bert6, more, tmp_path, one_thread):
     args = smoke_args(tiny_bert6, more, "conll-hier")
     r = trun.run(tu.unit_config(args, "conll-hier", "mtdnn", 1, tmp_path))
-    assert set(r["metrics"]) == {"ner", "pos", "chunk"}
+    assert set(r["metrics"]) == {"ner", "pos", "chunk"} and r["grouped"] == []
     assert set(r["metrics"]["pos"]) == {"token_accuracy"}
     sizes = r["sizes"]["ner"]
     assert r["sizes"]["pos"] == r["sizes"]["chunk"] == sizes
