@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> None:
     stale = [unit_key(*r) for r in runs if (s := store.get(unit_key(*r))) is not None
              and (s.get("settings") != configs[r]["settings"]
                   # results stored before 2026-12-02 evening do not record it
-                  or s.get("grouped", grouped_tasks(configs[r])) != grouped_tasks(configs[r]))]
+                  or "grouped" in s and s["grouped"] != grouped_tasks(configs[r]))]
     if stale:
         sys.exit(f"{out} holds results made with other settings or another length grouping "
                  f"({', '.join(stale)}): give another --out, or delete them to run them again")
