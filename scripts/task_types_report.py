@@ -118,16 +118,19 @@ def cost_table(by_unit: dict[str, dict[str, dict[int, dict[str, Any]]]], units: 
 def conll_table(by_unit: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str:
     """Each CoNLL task alone (mtdnn single-task, last layer) next to the three together
     (hierarchical heads; with conll-flat, also every head on the last layer): mean ± std over
-    seeds, the paired difference together − alone and its t-interval; the training time of the
-    three alone summed against one run together."""
+    seeds, the paired difference together − alone and its t-interval (with both, also
+    hierarchical − flat: what the layers alone change); the training time of the three alone
+    summed against one run together."""
     alone = {"ner": by_unit.get("ner", {}).get("mtdnn", {}),
              "pos": by_unit.get("pos", {}).get("mtdnn", {}),
              "chunk": by_unit.get("chunk", {}).get("mtdnn", {})}
     together = [(u, by_unit[u]["mtdnn"]) for u in ("conll-hier", "conll-flat")
                 if by_unit.get(u, {}).get("mtdnn")]
+    both = len(together) == 2  # hierarchy against flat: the same run, only the heads' layers
     header = ["task", "metric", "alone"]
     for unit, _ in together:
         header += [f"{unit}", f"Δ {unit} − alone", "95% CI of Δ"]
+    header += ["Δ conll-hier − conll-flat", "95% CI of Δ"] if both else []
     header.append("baseline")
     rows: list[list[Any]] = []
     for task in ("ner", "pos", "chunk"):
@@ -139,6 +142,9 @@ def conll_table(by_unit: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str
                 diff = paired(multi, single)
                 row += [br.fmt_mean_std(list(multi.values())),
                         br.fmt_mean_std(diff, signed=True), fmt_interval(diff)]
+            if both:
+                diff = paired(*(metric_values(runs, task, metric) for _, runs in together))
+                row += [br.fmt_mean_std(diff, signed=True), fmt_interval(diff)]
             sources = {"alone": alone[task], **dict(together)}
             row.append(fmt_baseline(first_baseline(sources, task, metric)))
             rows.append(row)
@@ -150,7 +156,7 @@ def conll_table(by_unit: dict[str, dict[str, dict[int, dict[str, Any]]]]) -> str
     for _, runs in together:
         time_row += [br.fmt_mean_std([r["train"]["train_s"] for r in runs.values()], 1.0, 0),
                      "", ""]
-    rows.append(time_row + [""])
+    rows.append(time_row + ["", ""] * both + [""])
     return bc.markdown_table(header, rows)
 
 

@@ -213,6 +213,25 @@ def test_conll_table_pairs_each_task_alone_with_the_run_together():
     ner = lines[2].split(" | ")
     assert ner[2:6] == ["80.0 ± 0.0", "82.5 ± 0.7", "+2.5 ± 0.7", trep.fmt_interval([0.02, 0.03])]
     assert lines[-1].split(" | ")[2:4] == ["30 ± 0", "25 ± 0"]  # the three alone, together
+    assert "conll-flat" not in lines[0]
+
+
+def test_conll_table_pairs_hierarchical_with_flat_when_both_ran():
+    results = {}
+    for seed in (1, 2, 3):
+        results[("ner", "mtdnn", seed)] = quality_result({"ner": {"entity_f1": 0.80}}, 10.0)
+        for unit, ner in (("conll-hier", 0.70 + seed / 100), ("conll-flat", 0.75)):
+            results[(unit, "mtdnn", seed)] = quality_result(
+                {"ner": {"entity_f1": ner}, "pos": {"token_accuracy": 0.9}}, 25.0)
+    results[("conll-flat", "mtdnn", 4)] = quality_result({"ner": {"entity_f1": 0.1}}, 25.0)
+    lines = trep.conll_table(trep.collect(results)).splitlines()
+    assert lines[0].split(" | ")[-3:] == ["Δ conll-hier − conll-flat", "95% CI of Δ",
+                                          "baseline |"]
+    ner = lines[2].split(" | ")
+    # hier − flat per seed: -4, -3, -2 points (seed 4 has no hierarchical run: unpaired)
+    assert ner[-3:-1] == ["-3.0 ± 1.0", trep.fmt_interval([-0.04, -0.03, -0.02])]
+    assert ner[5] == trep.fmt_interval([-0.09, -0.08, -0.07])  # hier − alone
+    assert len(lines[-1].split(" | ")) == len(lines[0].split(" | "))  # the time row
 
 
 def speed_result(samples: float, tokens: float) -> dict:
