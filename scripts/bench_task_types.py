@@ -52,6 +52,7 @@ from task_types_plan import estimate_run, plan, plan_sizes  # noqa: E402
 from task_types_report import report, summary_line  # noqa: E402
 from task_types_run import child  # noqa: E402
 from task_types_units import (  # noqa: E402
+    ARMS,
     DATA,
     DEFAULT_UNITS,
     OPT_IN,
@@ -143,6 +144,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mtdnn-random-batches", action="store_true",
                    help="quality and conll units: mtdnn without length-grouped batches "
                         "(train.group_by_length=false), as the HF arm's random batches")
+    p.add_argument("--arms", default=",".join(ARMS),
+                   help="the arms to train now, comma-separated (the others' stored results "
+                        "still enter the report): e.g. mtdnn's seeds first, the Trainer's later")
     p.add_argument("--keep-checkpoints", action="store_true",
                    help="keep each mtdnn run's final model (by default deleted once scored)")
     p.add_argument("--markdown", help="write the report here (it is printed in any case)")
@@ -163,6 +167,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--only: unknown unit(s) {', '.join(unknown)}; choose from {', '.join(UNITS)} "
                 f"or {', '.join(PARTS)}" if unknown else "--only names no unit")
     args.units = units
+    args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if not args.arms or set(args.arms) - set(ARMS):
+        p.error(f"--arms: {','.join(args.arms) or 'none given'}; choose from {', '.join(ARMS)}")
     return args
 
 
@@ -191,17 +198,21 @@ def main(argv: list[str] | None = None) -> None:
           "the splits ...", flush=True)
     sizes = {u: plan_sizes(next(c for r, c in configs.items() if r[0] == u))
              for u in args.units}
-    todo = [r for r in runs if store.get(unit_key(*r)) is None]
+    missing = [r for r in runs if store.get(unit_key(*r)) is None]
+    todo = [r for r in missing if r[1] in args.arms]
     estimate = {r: estimate_run(configs[r], sizes[r[0]], args.epochs) for r in runs}
     print(f"settings: {'quick' if args.quick else 'full'} preset with the options given; seeds "
           f"{args.seeds}, {args.epochs:g} epoch(s), speed repeats {args.repeats}; first rows "
           f"(0: all): train {args.train_rows}, dev {args.dev_rows}, speed {args.speed_rows}")
-    print(f"plan: {len(runs)} runs, {len(runs) - len(todo)} already stored:")
+    print(f"plan: {len(runs)} runs, {len(runs) - len(missing)} already stored"
+          + (f", {len(missing) - len(todo)} left to another --arms" if missing != todo else "")
+          + ":")
     for r in runs:
         unit_sizes = sizes[r[0]]
         trained = ", ".join(f"{t} {s['train_features']:,} features/{s['train_tokens']:,} tokens"
                             for t, s in unit_sizes.items())
-        state = "stored" if r not in todo else f"~{estimate[r] / 60:.1f} min"
+        state = ("stored" if r not in missing else f"~{estimate[r] / 60:.1f} min" if r in todo
+                 else "not now")
         print(f"  {unit_key(*r):<28} {state:>10}   {trained}")
     print(f"estimated duration: {bc.fmt_duration(sum(estimate[r] for r in todo))} (rates of the "
           "2-core development machine; tokens computed, pads included)", flush=True)

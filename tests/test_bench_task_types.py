@@ -59,6 +59,8 @@ def test_explicit_options_win_over_the_preset():
     (["--seeds", "1", "1"], "repeats a seed"),
     (["--train-rows", "squad=ten"], "DATA=N"),
     (["--dev-rows", "wiki=3"], "DATA=N"),
+    (["--arms", "mtdnn,trainer"], "--arms: mtdnn,trainer; choose from mtdnn, hf"),
+    (["--arms", ","], "--arms: none given"),
 ])
 def test_bad_options_exit_with_usage(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
@@ -175,6 +177,24 @@ def test_a_stored_result_of_another_grouping_is_refused(more, tmp_path, capsys, 
     else:
         bt.main(argv)
         assert "ner/mtdnn/seed1" in capsys.readouterr().out
+
+
+def test_arms_trains_only_the_arms_named_and_the_plan_says_what_waits(more, tmp_path, capsys):
+    argv = ["--quick", "--only", "ner", "--seeds", "1", "2", "--out", str(tmp_path),
+            "--more-dir", str(more), "--arms", "mtdnn", "--dry-run"]
+    args = bt.parse_args(argv)
+    assert args.arms == ["mtdnn"] and bt.parse_args([]).arms == list(tu.ARMS)
+    cfg = tu.unit_config(args, "ner", "mtdnn", 1, tmp_path)
+    br.ResultStore(tmp_path / "results").put(tu.unit_key("ner", "mtdnn", 1), {
+        "settings": cfg["settings"], "grouped": tu.grouped_tasks(cfg)})
+    bt.main(argv)
+    out = capsys.readouterr().out
+    assert "plan: 4 runs, 1 already stored, 2 left to another --arms:" in out
+    state = {line.split()[0]: line.split()[1] for line in out.splitlines()
+             if line.startswith("  ner/")}
+    assert state == {"ner/mtdnn/seed1": "stored", "ner/hf/seed1": "not",
+                     "ner/mtdnn/seed2": "~" + state["ner/mtdnn/seed2"][1:], "ner/hf/seed2": "not"}
+    assert state["ner/mtdnn/seed2"][1:].replace(".", "").isdigit()
 
 
 def test_quality_table_means_paired_differences_and_interval():
